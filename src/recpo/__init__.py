@@ -1,0 +1,3 @@
+"""recpo: preference optimization for LLM-based sequential recommenders."""
+
+__version__ = "0.1.0"

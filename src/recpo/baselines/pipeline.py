@@ -1,0 +1,129 @@
+"""The baseline task: ``python -m recpo.train +experiment=lastfm_sasrec``.
+
+Builds the data (``cfg.data``, the same rows and candidates as the LLM models), the
+model (``cfg.baseline.model``) and a Lightning Trainer (``cfg.trainer`` with the
+baseline's epochs), trains with early stopping on ``cfg.baseline.monitor``, reloads
+the best epoch, evaluates val and test and writes into ``cfg.paths.output_dir``:
+
+* ``baseline_summary.json``: the metrics plus best epoch, row counts, parameters, time;
+* ``checkpoints/best-epoch=NNN.ckpt``: the best weights;
+* ``encoder/`` (when ``cfg.baseline.export_encoder``): see :mod:`recpo.baselines.export`;
+* ``logs/``: the CSV (or W&B) logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from recpo.baselines.data import SequenceDataModule
+from recpo.baselines.export import save_encoder
+from recpo.baselines.module import BaselineModule
+
+log = logging.getLogger(__name__)
+
+
+def make_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint]:
+    """A Trainer from ``cfg.trainer`` with the baseline's epochs, early stopping and checkpoint."""
+    b = cfg.baseline
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best-{epoch:03d}",
+        monitor=b.monitor,
+        mode="max",
+        save_top_k=1,
+        save_weights_only=True,
+    )
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks += [EarlyStopping(monitor=b.monitor, mode="max", patience=b.patience), checkpoint]
+    loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        max_epochs=b.max_epochs,
+        gradient_clip_val=b.gradient_clip_val,
+        callbacks=callbacks,
+        logger=loggers or False,
+    )
+    return trainer, checkpoint
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and evaluate ``cfg.baseline`` on ``cfg.data``.
+
+    Returns:
+        Flat metrics: ``val/hr@1``, ``val/hr@5``, ``val/ndcg@5`` and the same for ``test``.
+    """
+    b = cfg.baseline
+    started = time.time()
+    if b.get("num_threads"):
+        # These models are tiny: one thread is about as fast and leaves the other cores free.
+        torch.set_num_threads(b.num_threads)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = SequenceDataModule(
+        hydra.utils.instantiate(cfg.data),
+        max_history=b.max_history,
+        batch_size=b.batch_size,
+        eval_batch_size=b.eval_batch_size,
+        seed=cfg.seed,
+        prefix_splits=list(b.prefix_splits),
+        min_prefix_length=b.min_prefix_length,
+    )
+    data.setup()
+    model = hydra.utils.instantiate(b.model, num_items=data.num_items, max_len=b.max_history)
+    module = BaselineModule(model, hydra.utils.instantiate(b.optimizer), loss=b.loss, num_negatives=b.num_negatives)
+
+    trainer, checkpoint = make_trainer(cfg, out)
+    try:
+        trainer.fit(module, datamodule=data)
+        best_epoch = None
+        if checkpoint.best_model_path:  # empty under fast_dev_run
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+            best_epoch = int(state["epoch"])
+            log.info("best epoch %d (%s)", best_epoch, checkpoint.best_model_path)
+        metrics: dict[str, float] = {}
+        metrics.update(trainer.validate(module, datamodule=data, verbose=False)[0])
+        metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
+        metrics = {k: float(v) for k, v in sorted(metrics.items())}
+    finally:
+        for logger in trainer.loggers:
+            logger.finalize("success")
+
+    summary: dict[str, Any] = {
+        "task_name": cfg.task_name,
+        "model": type(model).__name__,
+        "dataset": cfg.data.source.name,
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "best_epoch": best_epoch,
+        "epochs_run": trainer.current_epoch,
+        "train_rows": data.num_train_rows,
+        "prefix_rows": data.num_prefix_rows,
+        "prefix_splits": list(b.prefix_splits),
+        "val_rows": len(data.datasets["val"]),
+        "test_rows": len(data.datasets["test"]),
+        "num_items": data.num_items,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": round(time.time() - started, 1),
+        "baseline": OmegaConf.to_container(b, resolve=True),
+    }
+    (out / "baseline_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    if b.export_encoder:
+        save_encoder(model, data.item_ids, out / "encoder", info={k: summary[k] for k in ("task_name", "dataset", "seed", "metrics", "best_epoch")})
+    print(
+        f"\n{cfg.task_name}: test HR@1 {metrics.get('test/hr@1', float('nan')):.4f}  "
+        f"HR@5 {metrics.get('test/hr@5', float('nan')):.4f}  NDCG@5 {metrics.get('test/ndcg@5', float('nan')):.4f}  "
+        f"(best epoch {best_epoch}, random HR@1 = {1 / data.num_candidates:.3f})\nrun folder: {out}"
+    )
+    return metrics

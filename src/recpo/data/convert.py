@@ -1,0 +1,69 @@
+"""Convert LLaRA pandas pickles (``*.df``) to parquet, the format the readers load by default.
+
+Loading a pickle runs code, so only convert files you trust::
+
+    python -m recpo.data.convert path/to/lastfm [--out path/to/lastfm_parquet]
+
+Without ``--out`` the parquet files are written beside the pickles. An existing
+parquet file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from recpo.data.errors import DataError
+
+
+def convert_folder(src: str | Path, out: str | Path | None = None) -> list[Path]:
+    """Write ``NAME.parquet`` for every ``NAME.df`` in ``src``; copy ``id2name.txt``.
+
+    Returns:
+        The parquet files written.
+    """
+    src = Path(src)
+    out = src if out is None else Path(out)
+    pickles = sorted(src.glob("*.df"))
+    if not pickles:
+        raise DataError("no .df files to convert", src)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for pkl in pickles:
+        target = out / f"{pkl.stem}.parquet"
+        if target.exists():
+            print(f"skip {target} (exists)")
+            continue
+        df = pd.read_pickle(pkl)
+        df = df.reset_index(drop=True)
+        df["seq"] = df["seq"].map(lambda s: [int(x) for x in s])
+        tmp = target.with_suffix(".parquet.tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(target)  # atomic: a reader never sees a half-written file
+        written.append(target)
+        print(f"wrote {target} ({len(df)} rows)")
+    names = src / "id2name.txt"
+    if names.is_file() and out != src and not (out / "id2name.txt").exists():
+        shutil.copyfile(names, out / "id2name.txt")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="folder with LLaRA .df pickles")
+    parser.add_argument("--out", default=None, help="output folder (default: beside the pickles)")
+    args = parser.parse_args(argv)
+    try:
+        convert_folder(args.src, args.out)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""The LightningDataModule: examples -> prompts with candidates and negatives -> token tensors.
+
+Three kinds of batch come out of one collator, all with the prompt once and a
+``(B, N, A)`` block of answers:
+
+* ``sft``: N = 1, the target title;
+* ``preference``: N = 1 + K, the target first, then K negatives drawn from the 19
+  non-target candidates (seeded; fixed across epochs unless ``resample_negatives``);
+* ``eval``: N = 20, the candidates in display order, with ``target_index``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from recpo.data.candidates import attach_candidates, negative_choices, validate_candidates
+from recpo.data.prompts import answer_text, build_prompt, domain_templates, draw_templates
+from recpo.data.records import Example, ItemCatalog, RecDataset
+from recpo.data.sources import load_source
+
+log = logging.getLogger(__name__)
+
+MODES = ("sft", "preference", "eval")
+
+
+@dataclass
+class PromptedExample:
+    """One example with its prompt text and the titles to score."""
+
+    prompt: str
+    answers: list[str]  # titles: target first (sft / preference) or candidates in display order (eval)
+    target: str
+    candidates: list[str]
+    target_index: int  # index of the target in ``answers``
+    row: int
+
+
+class PromptDataset(Dataset):
+    """Examples of one split rendered as prompts, for one batch mode."""
+
+    def __init__(
+        self,
+        examples: list[Example],
+        catalog: ItemCatalog,
+        templates: list[str],
+        mode: str,
+        seed: int,
+        num_negatives: int = 15,
+        resample_negatives: bool = False,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.examples = examples
+        self.catalog = catalog
+        self.templates = templates
+        self.mode = mode
+        self.seed = seed
+        self.num_negatives = num_negatives
+        self.resample_negatives = resample_negatives
+        self.template_index = draw_templates(len(examples), len(templates), seed)
+        self.epoch = 0
+        self._negatives = self._draw_negatives() if mode == "preference" else None
+
+    def _draw_negatives(self) -> np.ndarray:
+        pool = min(len(ex.candidates) for ex in self.examples) - 1 if self.examples else 19
+        epoch = self.epoch if self.resample_negatives else None
+        return negative_choices(len(self.examples), self.num_negatives, pool, self.seed, epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Redraw the negatives for ``epoch`` when resampling is on."""
+        if self.epoch != epoch and self.resample_negatives and self.mode == "preference":
+            self.epoch = epoch
+            self._negatives = self._draw_negatives()
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> PromptedExample:
+        ex = self.examples[i]
+        name = self.catalog.name
+        candidates = [name(c) for c in ex.candidates]
+        prompt = build_prompt(self.templates[self.template_index[i]], [name(h) for h in ex.history], candidates)
+        target = name(ex.target)
+        if self.mode == "eval":
+            answers, target_index = candidates, ex.candidates.index(ex.target)
+        elif self.mode == "sft":
+            answers, target_index = [target], 0
+        else:
+            others = [c for c in candidates if c != target]
+            answers, target_index = [target] + [others[j] for j in self._negatives[i]], 0
+        return PromptedExample(prompt, answers, target, candidates, target_index, ex.row)
+
+
+class Collator:
+    """Tokenises prompts (left-padded) and answers (right-padded, end token appended)."""
+
+    def __init__(self, tokenizer: Any, max_prompt_length: int = 1024):
+        self.tokenizer = tokenizer
+        self.max_prompt_length = max_prompt_length
+        self._answer_cache: dict[str, list[int]] = {}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.truncated = 0
+
+    def answer_ids(self, title: str) -> list[int]:
+        ids = self._answer_cache.get(title)
+        if ids is None:
+            ids = self.tokenizer(answer_text(title), add_special_tokens=False)["input_ids"]
+            ids = ids + [self.tokenizer.eos_token_id]
+            self._answer_cache[title] = ids
+        return ids
+
+    def prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        out = []
+        for ids in encoded:
+            if bos is not None:
+                ids = [bos] + ids
+            if len(ids) > self.max_prompt_length:
+                # Keep the end of the prompt: the candidates and "Answer:".
+                self.truncated += 1
+                ids = ids[-self.max_prompt_length :]
+            out.append(ids)
+        return out
+
+    def __call__(self, batch: list[PromptedExample]) -> dict[str, Any]:
+        prompts = self.prompt_ids([b.prompt for b in batch])
+        p_len = max(len(p) for p in prompts)
+        prompt_ids = torch.full((len(batch), p_len), self.pad_id, dtype=torch.long)
+        prompt_mask = torch.zeros((len(batch), p_len), dtype=torch.long)
+        for i, ids in enumerate(prompts):
+            prompt_ids[i, p_len - len(ids) :] = torch.tensor(ids)
+            prompt_mask[i, p_len - len(ids) :] = 1
+        answers = [[self.answer_ids(a) for a in b.answers] for b in batch]
+        n = max(len(a) for a in answers)
+        a_len = max(len(x) for a in answers for x in a)
+        answer_ids = torch.full((len(batch), n, a_len), self.pad_id, dtype=torch.long)
+        answer_mask = torch.zeros((len(batch), n, a_len), dtype=torch.long)
+        for i, per in enumerate(answers):
+            for j, ids in enumerate(per):
+                answer_ids[i, j, : len(ids)] = torch.tensor(ids)
+                answer_mask[i, j, : len(ids)] = 1
+        return {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "answer_ids": answer_ids,
+            "answer_mask": answer_mask,
+            "target_index": torch.tensor([b.target_index for b in batch]),
+            "prompts": [b.prompt for b in batch],
+            "targets": [b.target for b in batch],
+            "candidates": [b.candidates for b in batch],
+            "rows": [b.row for b in batch],
+        }
+
+
+class RecDataModule(L.LightningDataModule):
+    """Reads a dataset, builds candidates and prompts, and serves token batches.
+
+    Args:
+        source: Keyword arguments of :func:`recpo.data.sources.load_source`.
+        domain: Prompt domain (music, book, game, item).
+        num_candidates: Candidates per prompt (target included).
+        num_negatives: K, negatives per preference example (1..num_candidates-1).
+        resample_negatives: Draw fresh negatives every epoch (seeded by epoch).
+        seed: Seed for templates and negatives.
+        batch_size: Training batch size.
+        eval_batch_size: Batch size for validation and test.
+        max_train_examples: Keep only the first N training examples (``None``: all).
+        max_eval_examples: Keep only the first N val/test examples (``None``: all).
+        max_prompt_length: Prompts longer than this keep their last tokens.
+        train_mode: ``sft`` or ``preference``; the training stage sets it.
+    """
+
+    def __init__(
+        self,
+        source: dict,
+        domain: str = "item",
+        num_candidates: int = 20,
+        num_negatives: int = 15,
+        resample_negatives: bool = False,
+        seed: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
+        max_prompt_length: int = 1024,
+        num_workers: int = 0,
+        train_mode: str = "sft",
+    ):
+        super().__init__()
+        self.source = dict(source)
+        self.domain = domain
+        self.templates = domain_templates(domain)
+        self.num_candidates = num_candidates
+        if not 1 <= num_negatives <= num_candidates - 1:
+            raise ValueError(f"data.num_negatives must be in 1..{num_candidates - 1}, got {num_negatives}")
+        self.num_negatives = num_negatives
+        self.resample_negatives = resample_negatives
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
+        self.max_prompt_length = max_prompt_length
+        self.num_workers = num_workers
+        self.train_mode = train_mode
+        self.dataset: RecDataset | None = None
+        self.collator: Collator | None = None
+        self._splits: dict[str, list[Example]] = {}
+
+    # ------------------------------------------------------------ loading
+
+    def load(self) -> RecDataset:
+        """Read the data and build and check candidate lists (idempotent)."""
+        if self.dataset is not None:
+            return self.dataset
+        ds = load_source(**self.source)
+        src = self.source.get("folder") or ds.name
+        for split in ("train", "val", "test"):
+            examples = attach_candidates(ds.split(split), ds.catalog, self.num_candidates, f"{src}:{split}")
+            limit = self.max_train_examples if split == "train" else self.max_eval_examples
+            if limit is not None:
+                examples = examples[:limit]
+            min_cands = self.num_negatives + 1 if split == "train" else 2
+            validate_candidates(examples, min_cands, f"{src}:{split}", ds.catalog)
+            self._splits[split] = examples
+        self.dataset = ds
+        log.info(
+            "%s: %d train, %d val, %d test examples, %d items",
+            ds.name,
+            *(len(self._splits[s]) for s in ("train", "val", "test")),
+            len(ds.catalog),
+        )
+        return ds
+
+    def examples(self, split: str) -> list[Example]:
+        self.load()
+        return self._splits[split]
+
+    @property
+    def catalog(self) -> ItemCatalog:
+        return self.load().catalog
+
+    def tokenizer_texts(self, limit: int = 2000) -> list[str]:
+        """Prompt texts for building a tokenizer: every template, filled with training rows."""
+        ds = self.dataset_for("train", "eval")
+        step = max(1, len(ds) // limit)
+        texts = [ds[i].prompt for i in range(0, len(ds), step)]
+        return [*self.templates, *texts]
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        self.collator = Collator(tokenizer, self.max_prompt_length)
+
+    def dataset_for(self, split: str, mode: str) -> PromptDataset:
+        return PromptDataset(
+            self.examples(split),
+            self.catalog,
+            self.templates,
+            mode,
+            # Different splits get different template draws.
+            seed=self.seed + {"train": 0, "val": 1, "test": 2}[split],
+            num_negatives=self.num_negatives,
+            resample_negatives=self.resample_negatives,
+        )
+
+    # ------------------------------------------------------------ Lightning hooks
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+        if self.collator is None:
+            raise RuntimeError("RecDataModule.set_tokenizer(tokenizer) must be called before training")
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            generator=generator if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self._train = self.dataset_for("train", self.train_mode)
+        return self._loader(self._train, self.batch_size, shuffle=True)
+
+    def set_epoch(self, epoch: int) -> None:
+        if getattr(self, "_train", None) is not None:
+            self._train.set_epoch(epoch)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        return self._loader(self.dataset_for(split, "eval"), self.eval_batch_size, shuffle=False)

@@ -1,0 +1,316 @@
+"""Readers for the three on-disk formats, all producing :class:`RecDataset`.
+
+* LLaRA: ``train_data``, ``Val_data``, ``Test_data`` tables with columns ``seq``
+  (last <=10 item ids, right-padded with the padding id), ``len_seq`` and ``next``,
+  plus ``id2name.txt`` (``id::name`` per line). Tables are read from ``.parquet``
+  or ``.jsonl``; pandas pickles (``.df``) only with ``allow_pickle=True`` because
+  loading a pickle runs code (see :mod:`recpo.data.convert`).
+* S-DPO JSON: a list of ``{"historyList", "itemList", "trueSelection"}`` rows.
+* Raw: ``interactions`` (user, item, timestamp) and ``items`` (item, title) tables,
+  turned into chronological per-user sequences, split 8:1:1 by user, with one
+  example per position (history = up to ``max_history`` preceding items).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recpo.data.errors import DataError
+from recpo.data.records import Example, ItemCatalog, RecDataset
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+LLARA_FILES = {"train": "train_data", "val": "Val_data", "test": "Test_data"}
+SAFE_SUFFIXES = (".parquet", ".jsonl")
+
+
+# ---------------------------------------------------------------- names
+
+
+def clean_name(name: str, strip_parenthetical: bool = False, max_chars: int | None = None) -> str:
+    """Normalise an item title for prompts: collapse whitespace, optionally drop
+    trailing ``(...)`` groups (Goodreads series info) and cap the length."""
+    out = " ".join(name.split())
+    if strip_parenthetical:
+        out = re.sub(r"\s*\([^()]*\)\s*$", "", out).strip() or out
+    if max_chars is not None and len(out) > max_chars:
+        out = out[:max_chars].rstrip()
+    return out
+
+
+def _unique_names(names: dict[int, str]) -> dict[int, str]:
+    """Make display names unique (a title must identify its item in a prompt)."""
+    seen: dict[str, int] = {}
+    out = {}
+    for item, name in names.items():
+        if name in seen:
+            new = f"{name} (#{item})"
+            log.warning("item %s has the same name as item %s (%r); using %r", item, seen[name], name, new)
+            name = new
+        seen[name] = item
+        out[item] = name
+    return out
+
+
+def read_id2name(path: str | Path, padding_id: int | None = None, **clean) -> ItemCatalog:
+    """Read ``id::name`` lines into a catalog (padding id defaults to the item count)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found; expected an id2name.txt with one 'id::name' per line", path)
+    raw = path.read_bytes()
+    names: dict[int, str] = {}
+    for row, line in enumerate(raw.splitlines()):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"title is not valid UTF-8 ({err.reason} at byte {err.start})", path, row) from None
+        if not text.strip():
+            continue
+        if "::" not in text:
+            raise DataError(f"expected 'id::name', got {text!r}", path, row)
+        key, name = text.split("::", 1)
+        try:
+            item = int(key)
+        except ValueError:
+            raise DataError(f"item id {key!r} is not an integer", path, row) from None
+        if item in names:
+            raise DataError(f"item id {item} appears twice", path, row)
+        names[item] = clean_name(name, **clean)
+    if not names:
+        raise DataError("no items found", path)
+    return ItemCatalog(_unique_names(names), len(names) if padding_id is None else padding_id)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def find_table(directory: Path, stem: str, allow_pickle: bool) -> Path:
+    """Locate ``stem`` in a safe format, or as a pickle when allowed."""
+    for suffix in SAFE_SUFFIXES:
+        if (directory / f"{stem}{suffix}").is_file():
+            return directory / f"{stem}{suffix}"
+    pickle = directory / f"{stem}.df"
+    if pickle.is_file():
+        if allow_pickle:
+            return pickle
+        raise DataError(
+            "only a pandas pickle is present, and loading a pickle can run arbitrary code. "
+            f"Convert it once with `python -m recpo.data.convert {directory}` (writes .parquet), "
+            "or set data.allow_pickle=true if you trust the file",
+            pickle,
+        )
+    raise DataError(
+        f"file not found; expected {stem}.parquet, {stem}.jsonl or (with allow_pickle) {stem}.df",
+        directory / stem,
+    )
+
+
+def read_table(path: Path, columns: Iterable[str]) -> pd.DataFrame:
+    """Read a parquet / JSONL / pickle table and check its columns."""
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif path.suffix == ".jsonl":
+            df = pd.read_json(path, lines=True)
+        elif path.suffix == ".csv":
+            df = pd.read_csv(path)
+        elif path.suffix == ".df":
+            df = pd.read_pickle(path)
+        else:
+            raise DataError(f"unsupported file type {path.suffix!r}", path)
+    except DataError:
+        raise
+    except UnicodeDecodeError as err:
+        raise DataError(f"file is not valid UTF-8 ({err.reason})", path) from None
+    except Exception as err:  # noqa: BLE001 - report any parser failure against the file
+        raise DataError(f"cannot read table: {err}", path) from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}; found {list(df.columns)}", path)
+    return df
+
+
+def llara_examples(
+    df: pd.DataFrame, catalog: ItemCatalog, path: Path, min_history: int = 3
+) -> list[Example]:
+    """Rows of a LLaRA table as examples; rows with fewer than ``min_history``
+    real history items are dropped, as in prior loaders."""
+    examples = []
+    pad = catalog.padding_id
+    dropped = 0
+    for row, (seq, len_seq, target) in enumerate(zip(df["seq"], df["len_seq"], df["next"])):
+        seq = [int(s) for s in seq]
+        len_seq = int(len_seq)
+        if not 0 <= len_seq <= len(seq):
+            raise DataError(f"len_seq={len_seq} but seq has {len(seq)} entries", path, row)
+        history = tuple(s for s in seq[:len_seq] if s != pad)
+        if len(history) < min_history:
+            dropped += 1
+            continue
+        unknown = [s for s in history if s not in catalog]
+        if unknown:
+            raise DataError(f"unknown item id(s) {unknown} in seq (not in id2name.txt)", path, row)
+        target = int(target)
+        if target not in catalog:
+            raise DataError(f"unknown target item id {target} (not in id2name.txt)", path, row)
+        examples.append(Example(history, target, None, row))
+    if dropped:
+        log.info("%s: dropped %d rows with fewer than %d history items", path.name, dropped, min_history)
+    return examples
+
+
+def read_llara(
+    directory: str | Path,
+    name: str,
+    padding_id: int | None = None,
+    files: dict[str, str] | None = None,
+    allow_pickle: bool = False,
+    min_history: int = 3,
+    clean: dict | None = None,
+) -> RecDataset:
+    """Read a LLaRA-format folder (see module docstring)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError("data folder not found; set paths.data_dir (or RECPO_DATA_DIR)", directory)
+    catalog = read_id2name(directory / "id2name.txt", padding_id, **(clean or {}))
+    files = {**LLARA_FILES, **(files or {})}
+    splits = {}
+    for split in SPLITS:
+        path = find_table(directory, files[split], allow_pickle)
+        df = read_table(path, ("seq", "len_seq", "next"))
+        splits[split] = llara_examples(df, catalog, path, min_history)
+    return RecDataset(name, catalog, splits["train"], splits["val"], splits["test"])
+
+
+# ---------------------------------------------------------------- S-DPO JSON
+
+
+def read_sdpo_json(
+    paths: dict[str, str | Path],
+    name: str,
+    catalog: ItemCatalog | None = None,
+    clean: dict | None = None,
+) -> RecDataset:
+    """Read S-DPO JSON files (one per split). Names are mapped to ids through
+    ``catalog`` when given; otherwise a catalog is built from the names seen."""
+    clean = clean or {}
+    build = catalog is None
+    names: dict[int, str] = {} if build else dict(catalog.names)
+    by_name = {} if build else {n: i for i, n in catalog.names.items()}
+
+    def lookup(title: str, path: Path, row: int, what: str) -> int:
+        title = clean_name(title, **clean)
+        if title in by_name:
+            return by_name[title]
+        if not build:
+            raise DataError(f"unknown {what} {title!r} (not in the item catalog)", path, row)
+        by_name[title] = len(names)
+        names[len(names)] = title
+        return by_name[title]
+
+    splits: dict[str, list[Example]] = {}
+    for split in SPLITS:
+        path = Path(paths[split])
+        if not path.is_file():
+            raise DataError("file not found; expected an S-DPO JSON list", path)
+        try:
+            rows = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise DataError(f"file is not valid UTF-8 ({err.reason} at byte {err.start})", path) from None
+        except json.JSONDecodeError as err:
+            raise DataError(f"invalid JSON: {err}", path) from None
+        if not isinstance(rows, list):
+            raise DataError("expected a JSON list of rows", path)
+        examples = []
+        for row, obj in enumerate(rows):
+            missing = [k for k in ("historyList", "itemList", "trueSelection") if k not in obj]
+            if missing:
+                raise DataError(f"missing key(s) {missing}", path, row)
+            hist = obj["historyList"]
+            hist = [h for h in hist.split("::") if h] if isinstance(hist, str) else list(hist)
+            if not hist:
+                raise DataError("empty history; expected at least one item in historyList", path, row)
+            history = tuple(lookup(h, path, row, "history item") for h in hist)
+            target = lookup(obj["trueSelection"], path, row, "trueSelection")
+            cands = tuple(lookup(c, path, row, "candidate") for c in obj["itemList"])
+            examples.append(Example(history, target, cands, row))
+        splits[split] = examples
+    cat = ItemCatalog(names, len(names)) if build else catalog
+    return RecDataset(name, cat, splits["train"], splits["val"], splits["test"])
+
+
+# ---------------------------------------------------------------- raw interactions
+
+
+def _find_any(directory: Path, stem: str) -> Path:
+    for suffix in (".csv", *SAFE_SUFFIXES):
+        if (directory / f"{stem}{suffix}").is_file():
+            return directory / f"{stem}{suffix}"
+    raise DataError(f"file not found; expected {stem}.csv, {stem}.parquet or {stem}.jsonl", directory / stem)
+
+
+def read_raw(
+    directory: str | Path,
+    name: str,
+    max_history: int = 10,
+    min_history: int = 3,
+    split_seed: int = 0,
+    split_ratio: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    clean: dict | None = None,
+) -> RecDataset:
+    """Read ``interactions`` (user, item, timestamp) and ``items`` (item, title).
+
+    Each user's interactions are sorted by timestamp (ties keep file order). Users
+    are shuffled with ``split_seed`` and split by ``split_ratio``; every position t
+    of a user's sequence with at least ``min_history`` earlier items gives one
+    example whose history is the ``max_history`` items before t.
+    """
+    directory = Path(directory)
+    items_path = _find_any(directory, "items")
+    inter_path = _find_any(directory, "interactions")
+    items = read_table(items_path, ("item", "title"))
+    names: dict[int, str] = {}
+    key_to_id: dict[str, int] = {}
+    for row, (key, title) in enumerate(zip(items["item"], items["title"])):
+        key = str(key)
+        if key in key_to_id:
+            raise DataError(f"item {key!r} appears twice", items_path, row)
+        if not isinstance(title, str) or not title.strip():
+            raise DataError(f"item {key!r} has no title", items_path, row)
+        key_to_id[key] = len(names)
+        names[len(names)] = clean_name(title, **(clean or {}))
+    catalog = ItemCatalog(_unique_names(names), len(names))
+
+    inter = read_table(inter_path, ("user", "item", "timestamp"))
+    item_ids = np.empty(len(inter), dtype=np.int64)
+    for row, key in enumerate(inter["item"].astype(str)):
+        if key not in key_to_id:
+            raise DataError(f"unknown item {key!r} (not in {items_path.name})", inter_path, row)
+        item_ids[row] = key_to_id[key]
+    frame = pd.DataFrame(
+        {"user": inter["user"].astype(str), "item": item_ids, "ts": inter["timestamp"], "row": np.arange(len(inter))}
+    )
+    frame = frame.sort_values(["user", "ts", "row"], kind="stable")
+    users = frame["user"].unique()
+    order = np.random.default_rng(split_seed).permutation(len(users))
+    n_train = int(round(split_ratio[0] * len(users)))
+    n_val = int(round(split_ratio[1] * len(users)))
+    split_of = {}
+    for rank, u in enumerate(order):
+        split_of[users[u]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
+    for user, group in frame.groupby("user", sort=False):
+        seq = group["item"].tolist()
+        rows = group["row"].tolist()
+        for t in range(min_history, len(seq)):
+            hist = tuple(seq[max(0, t - max_history) : t])
+            splits[split_of[user]].append(Example(hist, seq[t], None, rows[t]))
+    return RecDataset(name, catalog, splits["train"], splits["val"], splits["test"])

@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, the paper's generation protocol, likelihood ranking."""

@@ -1,0 +1,1 @@
+"""Model-side code: backbones, adapters and answer scoring."""

@@ -1,0 +1,149 @@
+"""Load a backbone (model + tokenizer) through the Hugging Face ``Auto*`` path.
+
+``kind: tiny`` builds the embedded checkpoint first (see :mod:`recpo.models.tiny`);
+``kind: pretrained`` points at a local folder (``paths.model_dir``/``name``).
+Either way the same ``AutoModelForCausalLM.from_pretrained`` call loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recpo.models.tiny import build_tiny_backbone
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be loaded (missing folder, missing optional package)."""
+
+
+@dataclass
+class Backbone:
+    model: Any
+    tokenizer: Any
+    path: Path
+    uses_lora: bool
+
+
+def resolve_checkpoint(cfg: Any, model_dir: str | None, cache_dir: str, titles: list[str], texts: list[str]) -> Path:
+    """The folder to load: built for ``tiny``, looked up for ``pretrained``."""
+    if cfg.kind == "tiny":
+        return build_tiny_backbone(
+            cache_dir,
+            titles,
+            texts,
+            tokenizer=cfg.tokenizer,
+            bpe_vocab_size=cfg.bpe_vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            intermediate_size=cfg.intermediate_size,
+            seed=cfg.init_seed,
+        )
+    if cfg.kind != "pretrained":
+        raise BackboneError(f"backbone.kind must be 'tiny' or 'pretrained', got {cfg.kind!r}")
+    if not model_dir:
+        raise BackboneError(
+            f"backbone {cfg.name!r} needs a local checkpoint: set RECPO_MODEL_DIR (or "
+            f"paths.model_dir=...) to the folder that contains {cfg.name}/"
+        )
+    path = Path(model_dir).expanduser() / cfg.name
+    if not (path / "config.json").is_file():
+        raise BackboneError(
+            f"no checkpoint at {path} (expected config.json and weights there); set "
+            f"RECPO_MODEL_DIR / paths.model_dir to the folder that contains {cfg.name}/"
+        )
+    return path
+
+
+def load_tokenizer(path: Path, pad_token: str | None = None) -> Any:
+    """Tokenizer with left padding (generation) and a pad token per model family."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        # Llama-2 has no pad token (use <unk>); Llama-3 uses its reserved pad token.
+        if pad_token and pad_token in tok.get_vocab():
+            tok.pad_token = pad_token
+        else:
+            tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: Path, cfg: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` with dtype, attention and optional 4-bit."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": DTYPES[cfg.get("dtype", "float32")]}
+    if cfg.get("attn_implementation"):
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.get("load_in_4bit"):
+        try:
+            from transformers import BitsAndBytesConfig
+        except ImportError as err:  # pragma: no cover - depends on the install
+            raise BackboneError("backbone.load_in_4bit needs bitsandbytes: pip install 'recpo[quant]'") from err
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=DTYPES[cfg.get("dtype", "bfloat16")],
+            bnb_4bit_use_double_quant=True,
+        )
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def add_lora(model: Any, lora: Any) -> Any:
+    """Wrap ``model`` with a fresh LoRA adapter (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def load_backbone(
+    cfg: Any,
+    *,
+    model_dir: str | None,
+    cache_dir: str,
+    titles: list[str],
+    texts: list[str],
+    checkpoint: Path | None = None,
+) -> Backbone:
+    """Load the backbone described by ``cfg`` (a ``backbone`` config node).
+
+    Args:
+        cfg: The backbone config.
+        model_dir: ``paths.model_dir`` (real backbones).
+        cache_dir: ``paths.cache_dir`` (tiny backbones are built there).
+        titles: Item titles (the tiny tokenizer makes each one token).
+        texts: Prompt texts for the tiny tokenizer.
+        checkpoint: Load this folder instead (e.g. a finished SFT model); its
+            tokenizer is loaded from the same folder.
+    """
+    path = checkpoint or resolve_checkpoint(cfg, model_dir, cache_dir, titles, texts)
+    tokenizer = load_tokenizer(path, cfg.get("pad_token"))
+    model = load_model(path, cfg)
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    uses_lora = cfg.get("finetune", "full") == "lora"
+    if uses_lora:
+        model = add_lora(model, cfg.lora)
+    return Backbone(model, tokenizer, path, uses_lora)

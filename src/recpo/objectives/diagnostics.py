@@ -1,0 +1,106 @@
+"""Detached scalar diagnostics of a preference batch, ready to log.
+
+Every function returns ``dict[str, Tensor]`` of 0-dim float32 tensors on the input's
+device (no host synchronisation). Means over an empty set are 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from recpo.objectives.selection import STAGE_ALL, STAGE_CLUSTER, STAGE_VIOLATION
+
+
+def masked_mean(values: Tensor, where: Tensor) -> Tensor:
+    """Mean of ``values`` over the True entries of ``where`` (0 when there are none)."""
+    values = values.detach().float()
+    return torch.where(where, values, 0.0).sum() / where.sum().clamp(min=1)
+
+
+def masked_std(values: Tensor, where: Tensor) -> Tensor:
+    """Population std of ``values`` over the True entries of ``where`` (0 when none)."""
+    values = values.detach().float()
+    mean = masked_mean(values, where)
+    return masked_mean((values - mean).square(), where).sqrt()
+
+
+def reward_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor, valid: Tensor) -> dict[str, Tensor]:
+    """Reward statistics over the valid negatives.
+
+    ``rewards/win_rate`` is the share of examples whose chosen reward beats every valid
+    negative's (the prior code's ``rewards/accuracies``, paper Fig. 4b);
+    ``rewards/pairwise_accuracy`` the share of (example, negative) pairs it beats.
+
+    Args:
+        chosen_rewards: ``(B,)``.
+        rejected_rewards: ``(B, K)``.
+        valid: ``(B, K)`` bool.
+    """
+    chosen = chosen_rewards.detach()[:, None]
+    rejected = rejected_rewards.detach()
+    beats = chosen > rejected
+    has_negative = valid.any(dim=-1)
+    return {
+        "rewards/chosen": chosen_rewards.detach().float().mean(),
+        "rewards/rejected": masked_mean(rejected, valid),
+        "rewards/margin": masked_mean(chosen - rejected, valid),
+        "rewards/win_rate": masked_mean((beats | ~valid).all(dim=-1), has_negative),
+        "rewards/pairwise_accuracy": masked_mean(beats, valid),
+    }
+
+
+def boundary_metrics(policy_chosen: Tensor, policy_rejected: Tensor, valid: Tensor) -> dict[str, Tensor]:
+    """Share of boundary-critical negatives (L_w − L_k ≤ 0) among the valid ones (Fig. 3).
+
+    Args:
+        policy_chosen: ``(B,)`` L_w.
+        policy_rejected: ``(B, K)`` L_k.
+        valid: ``(B, K)`` bool.
+    """
+    gap = policy_chosen.detach()[:, None] - policy_rejected.detach()
+    critical = gap <= 0
+    return {
+        "boundary/critical_share": masked_mean(critical, valid),
+        "boundary/discriminative_share": masked_mean(~critical, valid),
+        "logps/chosen": policy_chosen.detach().float().mean(),
+        "logps/rejected": masked_mean(policy_rejected, valid),
+    }
+
+
+def selection_metrics(selected: Tensor, stage: Tensor | None, valid: Tensor) -> dict[str, Tensor]:
+    """How many negatives were selected per example and by which stage.
+
+    Args:
+        selected: ``(B, K)`` bool selection.
+        stage: ``(B,)`` long stage codes (see :mod:`recpo.objectives.selection`), or
+            None for a selector without stages (Top-K).
+        valid: ``(B, K)`` bool.
+    """
+    rows = valid.any(dim=-1)
+    metrics = {
+        "select/count": masked_mean(selected.sum(dim=-1), rows),
+        "select/share": masked_mean(selected, valid),
+    }
+    if stage is not None:
+        metrics["select/stage1_share"] = masked_mean(stage == STAGE_VIOLATION, rows)
+        metrics["select/stage2_share"] = masked_mean(stage == STAGE_CLUSTER, rows)
+        metrics["select/all_share"] = masked_mean(stage == STAGE_ALL, rows)
+    return metrics
+
+
+def beta_metrics(beta: Tensor, delta_p: Tensor, delta_n: Tensor, selected: Tensor) -> dict[str, Tensor]:
+    """Mean and std of the per-negative β_j and the mean dual margins, over selected negatives.
+
+    Args:
+        beta: ``(B, K)`` β actually used in the loss.
+        delta_p: ``(B, K)`` δp.
+        delta_n: ``(B, K)`` δn.
+        selected: ``(B, K)`` bool.
+    """
+    return {
+        "beta/mean": masked_mean(beta, selected),
+        "beta/std": masked_std(beta, selected),
+        "delta/p_mean": masked_mean(delta_p, selected),
+        "delta/n_mean": masked_mean(delta_n, selected),
+    }

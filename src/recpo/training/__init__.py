@@ -1,0 +1,1 @@
+"""Training stages as LightningModules: SFT and preference optimization."""

@@ -1,0 +1,109 @@
+"""What every LLM training stage shares: optimiser set-up, ranking validation, saving."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from recpo.evaluation.metrics import ranking_metrics
+from recpo.models.scoring import score_answers
+
+RANK_KEYS = ("hr@1", "hr@5", "ndcg@5")
+
+
+class LLMStage(L.LightningModule):
+    """Base class: holds the policy, its optimiser factories and ranking validation.
+
+    Validation scores the 20 candidates of each val row by sequence log-prob
+    (one shared forward per prompt) and logs ``val/hr@1``, ``val/hr@5``,
+    ``val/ndcg@5``; checkpoints select on ``val/hr@1``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        warmup_ratio: float = 0.05,
+        scoring: str = "shared",
+    ):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.warmup_ratio = warmup_ratio
+        self.scoring = scoring
+        self.val_metrics = torch.nn.ModuleDict({k.replace("@", "_at_"): MeanMetric() for k in RANK_KEYS})
+
+    def score(self, model: Any, batch: dict) -> Any:
+        return score_answers(
+            model,
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            batch["answer_ids"],
+            batch["answer_mask"],
+            method=self.scoring,
+        )
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        scores = self.score(self.model, batch).logps
+        per_row = ranking_metrics(scores, batch["target_index"])
+        for key in RANK_KEYS:
+            self.val_metrics[key.replace("@", "_at_")].update(per_row[key])
+
+    def on_validation_epoch_end(self) -> None:
+        for key in RANK_KEYS:
+            metric = self.val_metrics[key.replace("@", "_at_")]
+            self.log(f"val/{key}", metric.compute(), prog_bar=key == "hr@1")
+            metric.reset()
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(math.ceil(self.warmup_ratio * total))
+        scheduler = self.scheduler_factory(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def save_pretrained_atomic(model: Any, tokenizer: Any, out: Path, merge_lora: bool = False) -> Path:
+    """Write model + tokenizer to ``out`` through a temporary folder and one rename.
+
+    A reader never sees a half-written folder; an existing ``out`` is not
+    overwritten (the caller picks a new folder).
+    """
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; refusing to overwrite a saved model")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
+    try:
+        to_save = model
+        if merge_lora and hasattr(model, "merge_and_unload"):
+            # Keep the adapter on the live model: merge a copy of the weights only.
+            import copy
+
+            to_save = copy.deepcopy(model).merge_and_unload()
+        to_save.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

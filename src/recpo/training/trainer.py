@@ -1,0 +1,59 @@
+"""Build a Lightning Trainer for one stage of a run from the Hydra config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file and renames it into place, so an
+    interrupted write never leaves a truncated checkpoint behind."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
+    """One logger per entry of ``cfg.logger``; each stage gets its own CSV version / W&B run."""
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        extra = {"version": stage} if name == "csv" else {"name": f"{cfg.task_name}-{stage}"}
+        loggers.append(hydra.utils.instantiate(node, **extra))
+    return loggers
+
+
+def make_trainer(cfg: DictConfig, stage: str, max_epochs: int, monitor: str = "val/hr@1") -> L.Trainer:
+    """The stage's Trainer: hardware settings from ``cfg.trainer``, epochs from the stage."""
+    out = Path(cfg.paths.output_dir)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=out / stage / "checkpoints",
+            filename="epoch{epoch}",
+            auto_insert_metric_name=False,
+            monitor=monitor,
+            mode="max",
+            save_top_k=1,
+            save_last=True,
+        )
+    )
+    plugins = [AtomicCheckpointIO()] if cfg.trainer.get("strategy") in (None, "auto") else []
+    return hydra.utils.instantiate(
+        cfg.trainer,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=make_loggers(cfg, stage) or False,
+        plugins=plugins,
+        default_root_dir=str(out / stage),
+    )
