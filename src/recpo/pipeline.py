@@ -42,7 +42,9 @@ def run_sft(cfg: DictConfig, dm: RecDataModule, backbone: Backbone) -> Path:
     trainer = make_trainer(cfg, "sft", cfg.sft.max_epochs)
     trainer.fit(module, datamodule=dm)
     load_best(module, trainer)
-    return save_pretrained_atomic(module.model, backbone.tokenizer, Path(cfg.paths.output_dir) / "sft_model")
+    return save_pretrained_atomic(
+        module.model, backbone.tokenizer, Path(cfg.paths.output_dir) / "sft_model"
+    )
 
 
 def evaluate(cfg: DictConfig, dm: RecDataModule, backbone: Backbone, tag: str) -> dict[str, float]:
@@ -68,12 +70,18 @@ def evaluate(cfg: DictConfig, dm: RecDataModule, backbone: Backbone, tag: str) -
 
 def summary_table(results: dict[str, dict[str, float]], split: str = "test") -> str:
     """A small text table: one line per evaluated model."""
-    cols = [("gen_hr@1", "HitRatio@1"), ("valid_ratio", "ValidRatio"), ("hr@1", "rank HR@1"),
-            ("hr@5", "rank HR@5"), ("ndcg@5", "rank NDCG@5")]
+    cols = [
+        ("gen_hr@1", "HitRatio@1"),
+        ("valid_ratio", "ValidRatio"),
+        ("hr@1", "rank HR@1"),
+        ("hr@5", "rank HR@5"),
+        ("ndcg@5", "rank NDCG@5"),
+    ]
     lines = [f"{split:<10}" + "".join(f"{title:>13}" for _, title in cols)]
     for tag, metrics in results.items():
         cells = "".join(
-            f"{metrics[f'{split}/{key}']:>13.4f}" if f"{split}/{key}" in metrics else f"{'-':>13}" for key, _ in cols
+            f"{metrics[f'{split}/{key}']:>13.4f}" if f"{split}/{key}" in metrics else f"{'-':>13}"
+            for key, _ in cols
         )
         lines.append(f"{tag:<10}{cells}")
     return "\n".join(lines)
@@ -101,6 +109,10 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
     final = results[cfg.stages[-1]]
     metrics = {**final, **{f"{tag}:{k}": v for tag, m in results.items() for k, v in m.items()}}
     split = "test" if "test" in cfg.eval.splits else cfg.eval.splits[-1]
-    print("\n" + summary_table(results, split) + f"\n(random HitRatio@1 = {1 / dm.num_candidates:.3f})")
+    print(
+        "\n"
+        + summary_table(results, split)
+        + f"\n(random HitRatio@1 = {1 / dm.num_candidates:.3f})"
+    )
     print(f"run folder: {cfg.paths.output_dir}")
     return metrics

@@ -98,7 +98,9 @@ def attach_candidates(
                 out.append(ex)
                 continue
             if ex.target not in position:
-                raise DataError(f"target item {ex.target} is not in the item catalog", source, ex.row)
+                raise DataError(
+                    f"target item {ex.target} is not in the item catalog", source, ex.row
+                )
             try:
                 cands = sample_candidates(ex.history, ex.target, items, position, num_candidates)
             except ValueError as err:
@@ -125,7 +127,9 @@ def validate_candidates(
             )
         if len(set(cands)) != len(cands):
             dups = sorted({c for c in cands if cands.count(c) > 1})
-            raise DataError(f"duplicate candidates {dups}; each candidate must be distinct", source, ex.row)
+            raise DataError(
+                f"duplicate candidates {dups}; each candidate must be distinct", source, ex.row
+            )
         if len(cands) < min_candidates:
             raise DataError(
                 f"{len(cands)} candidates, expected at least {min_candidates} "

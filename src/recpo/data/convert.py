@@ -53,7 +53,9 @@ def convert_folder(src: str | Path, out: str | Path | None = None) -> list[Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("src", help="folder with LLaRA .df pickles")
     parser.add_argument("--out", default=None, help="output folder (default: beside the pickles)")
     args = parser.parse_args(argv)

@@ -35,7 +35,9 @@ class PromptedExample:
     """One example with its prompt text and the titles to score."""
 
     prompt: str
-    answers: list[str]  # titles: target first (sft / preference) or candidates in display order (eval)
+    answers: list[
+        str
+    ]  # titles: target first (sft / preference) or candidates in display order (eval)
     target: str
     candidates: list[str]
     target_index: int  # index of the target in ``answers``
@@ -87,7 +89,9 @@ class PromptDataset(Dataset):
         ex = self.examples[i]
         name = self.catalog.name
         candidates = [name(c) for c in ex.candidates]
-        prompt = build_prompt(self.templates[self.template_index[i]], [name(h) for h in ex.history], candidates)
+        prompt = build_prompt(
+            self.templates[self.template_index[i]], [name(h) for h in ex.history], candidates
+        )
         target = name(ex.target)
         if self.mode == "eval":
             answers, target_index = candidates, ex.candidates.index(ex.target)
@@ -106,7 +110,9 @@ class Collator:
         self.tokenizer = tokenizer
         self.max_prompt_length = max_prompt_length
         self._answer_cache: dict[str, list[int]] = {}
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self.truncated = 0
 
     def answer_ids(self, title: str) -> list[int]:
@@ -201,7 +207,9 @@ class RecDataModule(L.LightningDataModule):
         self.templates = domain_templates(domain)
         self.num_candidates = num_candidates
         if not 1 <= num_negatives <= num_candidates - 1:
-            raise ValueError(f"data.num_negatives must be in 1..{num_candidates - 1}, got {num_negatives}")
+            raise ValueError(
+                f"data.num_negatives must be in 1..{num_candidates - 1}, got {num_negatives}"
+            )
         self.num_negatives = num_negatives
         self.resample_negatives = resample_negatives
         self.seed = seed
@@ -225,7 +233,9 @@ class RecDataModule(L.LightningDataModule):
         ds = load_source(**self.source)
         src = self.source.get("folder") or ds.name
         for split in ("train", "val", "test"):
-            examples = attach_candidates(ds.split(split), ds.catalog, self.num_candidates, f"{src}:{split}")
+            examples = attach_candidates(
+                ds.split(split), ds.catalog, self.num_candidates, f"{src}:{split}"
+            )
             limit = self.max_train_examples if split == "train" else self.max_eval_examples
             if limit is not None:
                 examples = examples[:limit]
@@ -276,7 +286,9 @@ class RecDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.load()
         if self.collator is None:
-            raise RuntimeError("RecDataModule.set_tokenizer(tokenizer) must be called before training")
+            raise RuntimeError(
+                "RecDataModule.set_tokenizer(tokenizer) must be called before training"
+            )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

@@ -53,7 +53,9 @@ def _unique_names(names: dict[int, str]) -> dict[int, str]:
     for item, name in names.items():
         if name in seen:
             new = f"{name} (#{item})"
-            log.warning("item %s has the same name as item %s (%r); using %r", item, seen[name], name, new)
+            log.warning(
+                "item %s has the same name as item %s (%r); using %r", item, seen[name], name, new
+            )
             name = new
         seen[name] = item
         out[item] = name
@@ -64,14 +66,18 @@ def read_id2name(path: str | Path, padding_id: int | None = None, **clean) -> It
     """Read ``id::name`` lines into a catalog (padding id defaults to the item count)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("file not found; expected an id2name.txt with one 'id::name' per line", path)
+        raise DataError(
+            "file not found; expected an id2name.txt with one 'id::name' per line", path
+        )
     raw = path.read_bytes()
     names: dict[int, str] = {}
     for row, line in enumerate(raw.splitlines()):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise DataError(f"title is not valid UTF-8 ({err.reason} at byte {err.start})", path, row) from None
+            raise DataError(
+                f"title is not valid UTF-8 ({err.reason} at byte {err.start})", path, row
+            ) from None
         if not text.strip():
             continue
         if "::" not in text:
@@ -163,7 +169,9 @@ def llara_examples(
             raise DataError(f"unknown target item id {target} (not in id2name.txt)", path, row)
         examples.append(Example(history, target, None, row))
     if dropped:
-        log.info("%s: dropped %d rows with fewer than %d history items", path.name, dropped, min_history)
+        log.info(
+            "%s: dropped %d rows with fewer than %d history items", path.name, dropped, min_history
+        )
     return examples
 
 
@@ -191,6 +199,38 @@ def read_llara(
 
 
 # ---------------------------------------------------------------- S-DPO JSON
+
+
+def split_history(text: str, known: dict[str, int] | None = None) -> list[str]:
+    """Split an S-DPO ``historyList`` ("a::b::c") into titles.
+
+    Titles may contain ":" themselves (LastFM has ":wumpscut:"), which makes a plain
+    ``split("::")`` wrong. With ``known`` titles, the string is segmented into known
+    titles joined by "::" (the first segmentation found, scanning left to right);
+    without, or when no segmentation exists, it falls back to ``split("::")``.
+    """
+    if not text:
+        return []
+    plain = [h for h in text.split("::") if h]
+    if known is None or all(h in known for h in plain):
+        return plain
+    cuts = [k for k in range(len(text) - 1) if text.startswith("::", k)] + [len(text)]
+    memo: dict[int, list[str] | None] = {}
+
+    def parse(i: int) -> list[str] | None:
+        if i == len(text):
+            return []
+        if i not in memo:
+            memo[i] = None
+            for k in cuts:
+                if k > i and text[i:k] in known:
+                    rest = parse(k) if k == len(text) else parse(k + 2)
+                    if rest is not None:
+                        memo[i] = [text[i:k], *rest]
+                        break
+        return memo[i]
+
+    return parse(0) or plain
 
 
 def read_sdpo_json(
@@ -224,7 +264,9 @@ def read_sdpo_json(
         try:
             rows = json.loads(path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError as err:
-            raise DataError(f"file is not valid UTF-8 ({err.reason} at byte {err.start})", path) from None
+            raise DataError(
+                f"file is not valid UTF-8 ({err.reason} at byte {err.start})", path
+            ) from None
         except json.JSONDecodeError as err:
             raise DataError(f"invalid JSON: {err}", path) from None
         if not isinstance(rows, list):
@@ -235,9 +277,15 @@ def read_sdpo_json(
             if missing:
                 raise DataError(f"missing key(s) {missing}", path, row)
             hist = obj["historyList"]
-            hist = [h for h in hist.split("::") if h] if isinstance(hist, str) else list(hist)
+            hist = (
+                split_history(hist, by_name if not build else None)
+                if isinstance(hist, str)
+                else list(hist)
+            )
             if not hist:
-                raise DataError("empty history; expected at least one item in historyList", path, row)
+                raise DataError(
+                    "empty history; expected at least one item in historyList", path, row
+                )
             history = tuple(lookup(h, path, row, "history item") for h in hist)
             target = lookup(obj["trueSelection"], path, row, "trueSelection")
             cands = tuple(lookup(c, path, row, "candidate") for c in obj["itemList"])
@@ -254,7 +302,9 @@ def _find_any(directory: Path, stem: str) -> Path:
     for suffix in (".csv", *SAFE_SUFFIXES):
         if (directory / f"{stem}{suffix}").is_file():
             return directory / f"{stem}{suffix}"
-    raise DataError(f"file not found; expected {stem}.csv, {stem}.parquet or {stem}.jsonl", directory / stem)
+    raise DataError(
+        f"file not found; expected {stem}.csv, {stem}.parquet or {stem}.jsonl", directory / stem
+    )
 
 
 def read_raw(
@@ -296,7 +346,12 @@ def read_raw(
             raise DataError(f"unknown item {key!r} (not in {items_path.name})", inter_path, row)
         item_ids[row] = key_to_id[key]
     frame = pd.DataFrame(
-        {"user": inter["user"].astype(str), "item": item_ids, "ts": inter["timestamp"], "row": np.arange(len(inter))}
+        {
+            "user": inter["user"].astype(str),
+            "item": item_ids,
+            "ts": inter["timestamp"],
+            "row": np.arange(len(inter)),
+        }
     )
     frame = frame.sort_values(["user", "ts", "row"], kind="stable")
     users = frame["user"].unique()
@@ -305,7 +360,9 @@ def read_raw(
     n_val = int(round(split_ratio[1] * len(users)))
     split_of = {}
     for rank, u in enumerate(order):
-        split_of[users[u]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+        split_of[users[u]] = (
+            "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+        )
     splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
     for user, group in frame.groupby("user", sort=False):
         seq = group["item"].tolist()

@@ -55,16 +55,26 @@ def load_source(
             raise DataError("the synthetic dataset needs paths.cache_dir")
         directory = write_synthetic(SyntheticConfig(**(synthetic or {})), cache_dir)
         return read_raw(directory, name, max_history, min_history, split_seed, clean=clean)
-    directory = Path(folder) if folder and Path(folder).is_absolute() else resolve_data_dir(data_dir) / (folder or name)
+    directory = (
+        Path(folder)
+        if folder and Path(folder).is_absolute()
+        else resolve_data_dir(data_dir) / (folder or name)
+    )
     if format == "llara":
         return read_llara(directory, name, padding_id, files, allow_pickle, min_history, clean)
     if format == "raw":
         return read_raw(directory, name, max_history, min_history, split_seed, clean=clean)
     if format == "sdpo_json":
-        stems = {"train": f"{name}-train.json", "val": f"{name}-val.json", "test": f"{name}-test.json"}
+        stems = {
+            "train": f"{name}-train.json",
+            "val": f"{name}-val.json",
+            "test": f"{name}-test.json",
+        }
         stems.update(files or {})
         catalog = None
         if (directory / "id2name.txt").is_file():
             catalog = read_id2name(directory / "id2name.txt", padding_id, **clean)
         return read_sdpo_json({s: directory / f for s, f in stems.items()}, name, catalog, clean)
-    raise DataError(f"unknown data.source.format {format!r}; expected llara, sdpo_json, raw or synthetic")
+    raise DataError(
+        f"unknown data.source.format {format!r}; expected llara, sdpo_json, raw or synthetic"
+    )

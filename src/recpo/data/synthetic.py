@@ -21,8 +21,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-_ONSETS = ["b", "br", "c", "ch", "d", "dr", "f", "g", "gl", "h", "k", "l", "m", "n", "p", "pr",
-           "r", "s", "sh", "st", "t", "tr", "v", "w", "z"]
+_ONSETS = [
+    "b",
+    "br",
+    "c",
+    "ch",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gl",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pr",
+    "r",
+    "s",
+    "sh",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "z",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou"]
 _CODAS = ["", "n", "r", "l", "s", "th", "x", "nd", "rk", "m"]
 
@@ -43,7 +68,10 @@ class SyntheticConfig:
 
 
 def _word(rng: np.random.Generator, syllables: int) -> str:
-    parts = [_ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))] for _ in range(syllables)]
+    parts = [
+        _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))]
+        for _ in range(syllables)
+    ]
     return ("".join(parts) + _CODAS[rng.integers(len(_CODAS))]).capitalize()
 
 

@@ -82,14 +82,20 @@ def evaluate_split(
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
                 )
-                texts = tokenizer.batch_decode(generated[:, prompt_ids.shape[1] :], skip_special_tokens=True)
-                for rec, text, cands, target in zip(records, texts, batch["candidates"], batch["targets"]):
+                texts = tokenizer.batch_decode(
+                    generated[:, prompt_ids.shape[1] :], skip_special_tokens=True
+                )
+                for rec, text, cands, target in zip(
+                    records, texts, batch["candidates"], batch["targets"]
+                ):
                     rec["answer"] = text
                     for m in MATCHERS:
                         outcome = judge_generation(text, cands, target, m)
                         suffix = "" if m == matcher else f"_{m}"
                         sums[f"gen_hr@1{suffix}"] = sums.get(f"gen_hr@1{suffix}", 0.0) + outcome.hit
-                        sums[f"valid_ratio{suffix}"] = sums.get(f"valid_ratio{suffix}", 0.0) + outcome.valid
+                        sums[f"valid_ratio{suffix}"] = (
+                            sums.get(f"valid_ratio{suffix}", 0.0) + outcome.valid
+                        )
                         if m == matcher:
                             rec["valid"], rec["hit"] = outcome.valid, outcome.hit
                     nested = has_nested_titles(cands)
@@ -98,7 +104,9 @@ def evaluate_split(
             n += b
     finally:
         model.train(was_training)
-    metrics = {f"{split}/{k}": (v if k == "nested_rows" else v / max(n, 1)) for k, v in sums.items()}
+    metrics = {
+        f"{split}/{k}": (v if k == "nested_rows" else v / max(n, 1)) for k, v in sums.items()
+    }
     metrics[f"{split}/rows"] = n
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,9 @@ def target_ranks(scores: Tensor, target_index: Tensor, valid: Tensor | None = No
     return ((scores >= target) & others).sum(dim=1)
 
 
-def ranking_metrics(scores: Tensor, target_index: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, Tensor]:
+def ranking_metrics(
+    scores: Tensor, target_index: Tensor, ks: tuple[int, ...] = (1, 5)
+) -> dict[str, Tensor]:
     """Per-row HitRatio@k and NDCG@k, as float tensors ``(B,)`` keyed ``hr@k`` / ``ndcg@k``."""
     rank = target_ranks(scores, target_index).float()
     out = {}
@@ -65,7 +67,9 @@ def _occurs_strict(title: str, text: str) -> bool:
     return re.search(r"(?<!\w)" + re.escape(title) + r"(?!\w)", text) is not None
 
 
-def judge_generation(answer: str, candidates: list[str], target: str, matcher: str = "substring") -> GenerationOutcome:
+def judge_generation(
+    answer: str, candidates: list[str], target: str, matcher: str = "substring"
+) -> GenerationOutcome:
     """Apply the paper's validity/hit rule to one generated answer.
 
     Args:

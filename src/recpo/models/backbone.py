@@ -33,7 +33,9 @@ class Backbone:
     uses_lora: bool
 
 
-def resolve_checkpoint(cfg: Any, model_dir: str | None, cache_dir: str, titles: list[str], texts: list[str]) -> Path:
+def resolve_checkpoint(
+    cfg: Any, model_dir: str | None, cache_dir: str, titles: list[str], texts: list[str]
+) -> Path:
     """The folder to load: built for ``tiny``, looked up for ``pretrained``."""
     if cfg.kind == "tiny":
         return build_tiny_backbone(
@@ -90,7 +92,9 @@ def load_model(path: Path, cfg: Any) -> Any:
         try:
             from transformers import BitsAndBytesConfig
         except ImportError as err:  # pragma: no cover - depends on the install
-            raise BackboneError("backbone.load_in_4bit needs bitsandbytes: pip install 'recpo[quant]'") from err
+            raise BackboneError(
+                "backbone.load_in_4bit needs bitsandbytes: pip install 'recpo[quant]'"
+            ) from err
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",

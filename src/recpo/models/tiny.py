@@ -58,7 +58,9 @@ def build_title_tokenizer(titles: list[str], texts: Iterable[str]) -> Tokenizer:
     return tok
 
 
-def build_bpe_tokenizer(titles: list[str], texts: Iterable[str], vocab_size: int = 8000) -> Tokenizer:
+def build_bpe_tokenizer(
+    titles: list[str], texts: Iterable[str], vocab_size: int = 8000
+) -> Tokenizer:
     """Byte-level BPE trained on ``texts`` and ``titles``."""
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -128,7 +130,9 @@ def build_tiny_backbone(
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
     )
-    key = content_key(tokenizer, bpe_vocab_size if tokenizer == "bpe" else None, titles, texts, arch, seed)
+    key = content_key(
+        tokenizer, bpe_vocab_size if tokenizer == "bpe" else None, titles, texts, arch, seed
+    )
     out = Path(cache_dir) / "backbones" / f"tiny-{tokenizer}-{key}"
     if (out / "config.json").is_file():
         return out

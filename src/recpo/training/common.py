@@ -42,7 +42,9 @@ class LLMStage(L.LightningModule):
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
         self.scoring = scoring
-        self.val_metrics = torch.nn.ModuleDict({k.replace("@", "_at_"): MeanMetric() for k in RANK_KEYS})
+        self.val_metrics = torch.nn.ModuleDict(
+            {k.replace("@", "_at_"): MeanMetric() for k in RANK_KEYS}
+        )
 
     def score(self, model: Any, batch: dict) -> Any:
         return score_answers(
@@ -78,8 +80,13 @@ class LLMStage(L.LightningModule):
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(math.ceil(self.warmup_ratio * total))
-        scheduler = self.scheduler_factory(optimizer, num_warmup_steps=warmup, num_training_steps=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = self.scheduler_factory(
+            optimizer, num_warmup_steps=warmup, num_training_steps=total
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 def save_pretrained_atomic(model: Any, tokenizer: Any, out: Path, merge_lora: bool = False) -> Path:

@@ -17,7 +17,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file and renames it into place, so an
     interrupted write never leaves a truncated checkpoint behind."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
@@ -33,7 +35,9 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
     return loggers
 
 
-def make_trainer(cfg: DictConfig, stage: str, max_epochs: int, monitor: str = "val/hr@1") -> L.Trainer:
+def make_trainer(
+    cfg: DictConfig, stage: str, max_epochs: int, monitor: str = "val/hr@1"
+) -> L.Trainer:
     """The stage's Trainer: hardware settings from ``cfg.trainer``, epochs from the stage."""
     out = Path(cfg.paths.output_dir)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

@@ -1,0 +1,79 @@
+"""Shared fixtures: small on-disk datasets in each format, the real-data folder, Hydra compose."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def shared_data_dir() -> Path | None:
+    """The real datasets: RECPO_DATA_DIR, else ../shared/data beside the repo."""
+    value = os.environ.get("RECPO_DATA_DIR")
+    path = Path(value) if value else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real datasets not found: set RECPO_DATA_DIR or place them in ../shared/data")
+    return path
+
+
+def write_llara(
+    folder: Path, num_items: int = 40, rows: int = 30, fmt: str = "parquet", seed: int = 0
+) -> Path:
+    """A small LLaRA-format folder: id2name.txt + three tables of seq/len_seq/next."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "id2name.txt").write_text(
+        "".join(f"{i}::Item {i:03d}\n" for i in range(num_items)), encoding="utf-8"
+    )
+    rng = np.random.default_rng(seed)
+    for stem in ("train_data", "Val_data", "Test_data"):
+        recs = []
+        for _ in range(rows):
+            n = int(rng.integers(3, 11))
+            items = rng.choice(num_items, size=n + 1, replace=False).tolist()
+            seq = items[:n] + [num_items] * (10 - n)
+            recs.append({"seq": seq, "len_seq": n, "next": items[n]})
+        df = pd.DataFrame(recs)
+        if fmt == "parquet":
+            df.to_parquet(folder / f"{stem}.parquet", index=False)
+        elif fmt == "jsonl":
+            df.to_json(folder / f"{stem}.jsonl", orient="records", lines=True)
+        else:
+            df.to_pickle(folder / f"{stem}.df")
+    return folder
+
+
+@pytest.fixture
+def llara_dir(tmp_path: Path) -> Path:
+    return write_llara(tmp_path / "toy")
+
+
+def compose(overrides: list[str], tmp_path: Path):
+    """Compose the real train config with outputs in ``tmp_path``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path.parent / "recpo-test-cache")
+    return cfg

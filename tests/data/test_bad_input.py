@@ -1,0 +1,207 @@
+"""Bad input: every case gives a DataError naming the file, the row and what was expected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tests.conftest import write_llara
+
+from recpo.data.candidates import validate_candidates
+from recpo.data.errors import DataError
+from recpo.data.readers import read_llara, read_raw, read_sdpo_json
+from recpo.data.records import Example, ItemCatalog
+from recpo.data.sources import load_source
+
+
+def _llara(tmp_path: Path, rows: list[dict], names: str | bytes | None = None) -> Path:
+    folder = write_llara(tmp_path / "d", num_items=30, rows=5)
+    if names is not None:
+        data = names if isinstance(names, bytes) else names.encode()
+        (folder / "id2name.txt").write_bytes(data)
+    pd.DataFrame(rows).to_parquet(folder / "train_data.parquet")
+    return folder
+
+
+def _sdpo(tmp_path: Path, rows: list[dict]) -> dict[str, Path]:
+    paths = {}
+    for split in ("train", "val", "test"):
+        paths[split] = tmp_path / f"x-{split}.json"
+        paths[split].write_text(json.dumps(rows))
+    return paths
+
+
+GOOD = {"seq": [1, 2, 3, 30], "len_seq": 3, "next": 4}
+
+
+def case_missing_file(tmp_path):
+    folder = write_llara(tmp_path / "d")
+    (folder / "Val_data.parquet").unlink()
+    read_llara(folder, "toy")
+
+
+def case_missing_id2name(tmp_path):
+    folder = write_llara(tmp_path / "d")
+    (folder / "id2name.txt").unlink()
+    read_llara(folder, "toy")
+
+
+def case_missing_column(tmp_path):
+    read_llara(_llara(tmp_path, [{"seq": [1, 2, 3], "next": 4}]), "toy")
+
+
+def case_unknown_history_item(tmp_path):
+    read_llara(
+        _llara(tmp_path, [GOOD, {"seq": [1, 2, 99, 30], "len_seq": 3, "next": 4}]),
+        "toy",
+        padding_id=30,
+    )
+
+
+def case_unknown_target(tmp_path):
+    read_llara(
+        _llara(tmp_path, [GOOD, {"seq": [1, 2, 3, 30], "len_seq": 3, "next": 77}]),
+        "toy",
+        padding_id=30,
+    )
+
+
+def case_bad_len_seq(tmp_path):
+    read_llara(
+        _llara(tmp_path, [GOOD, {"seq": [1, 2], "len_seq": 5, "next": 4}]), "toy", padding_id=30
+    )
+
+
+def case_non_utf8_title(tmp_path):
+    names = b"0::Alpha\n1::Caf\xe9\n" + b"".join(f"{i}::I{i}\n".encode() for i in range(2, 30))
+    read_llara(_llara(tmp_path, [GOOD], names=names), "toy", padding_id=30)
+
+
+def case_bad_id2name_line(tmp_path):
+    read_llara(_llara(tmp_path, [GOOD], names="0::A\n1 B\n"), "toy")
+
+
+def case_empty_history_json(tmp_path):
+    read_sdpo_json(
+        _sdpo(tmp_path, [{"historyList": "", "itemList": ["A", "B"], "trueSelection": "A"}]), "x"
+    )
+
+
+def case_missing_json_key(tmp_path):
+    read_sdpo_json(_sdpo(tmp_path, [{"historyList": "A", "itemList": ["A", "B"]}]), "x")
+
+
+def case_unknown_json_name(tmp_path):
+    catalog = ItemCatalog({0: "A", 1: "B", 2: "C"}, 3)
+    read_sdpo_json(
+        _sdpo(tmp_path, [{"historyList": "A", "itemList": ["B", "Zed"], "trueSelection": "B"}]),
+        "x",
+        catalog,
+    )
+
+
+def _validate(example: Example, min_candidates: int = 2):
+    catalog = ItemCatalog({i: f"I{i}" for i in range(30)}, 30)
+    validate_candidates(
+        [Example((1,), 2, (9, 9, 9), row=0), example][1:], min_candidates, "train.json", catalog
+    )
+
+
+def case_target_absent_from_candidates(tmp_path):
+    _validate(Example((1, 2), 5, (6, 7, 8), row=3))
+
+
+def case_duplicate_candidates(tmp_path):
+    _validate(Example((1, 2), 5, (5, 7, 7), row=3))
+
+
+def case_too_few_candidates(tmp_path):
+    _validate(Example((1, 2), 5, (5, 7, 8), row=3), min_candidates=16)
+
+
+def case_unknown_candidate(tmp_path):
+    _validate(Example((1, 2), 5, (5, 7, 123), row=3))
+
+
+def case_raw_unknown_item(tmp_path):
+    pd.DataFrame({"item": ["a", "b"], "title": ["A", "B"]}).to_csv(
+        tmp_path / "items.csv", index=False
+    )
+    pd.DataFrame({"user": [1, 1], "item": ["a", "zz"], "timestamp": [1, 2]}).to_csv(
+        tmp_path / "interactions.csv", index=False
+    )
+    read_raw(tmp_path, "raw")
+
+
+def case_no_data_dir(tmp_path, monkeypatch=None):
+    import os
+
+    os.environ.pop("RECPO_DATA_DIR", None)
+    load_source("llara", "lastfm", data_dir=None)
+
+
+# (case, text that must appear in the message: file, row, what was expected)
+CASES = [
+    (case_missing_file, ["Val_data", "file not found", "expected"]),
+    (case_missing_id2name, ["id2name.txt", "file not found"]),
+    (case_missing_column, ["train_data.parquet", "missing column", "len_seq"]),
+    (case_unknown_history_item, ["train_data.parquet", "row 1", "unknown item id", "99"]),
+    (case_unknown_target, ["train_data.parquet", "row 1", "unknown target", "77"]),
+    (case_bad_len_seq, ["train_data.parquet", "row 1", "len_seq=5"]),
+    (case_non_utf8_title, ["id2name.txt", "row 1", "UTF-8"]),
+    (case_bad_id2name_line, ["id2name.txt", "row 1", "expected 'id::name'"]),
+    (case_empty_history_json, ["x-train.json", "row 0", "empty history"]),
+    (case_missing_json_key, ["x-train.json", "row 0", "trueSelection"]),
+    (case_unknown_json_name, ["x-train.json", "row 0", "unknown candidate", "Zed"]),
+    (case_target_absent_from_candidates, ["train.json", "row 3", "absent from its candidates"]),
+    (case_duplicate_candidates, ["train.json", "row 3", "duplicate candidates [7]"]),
+    (case_too_few_candidates, ["train.json", "row 3", "3 candidates, expected at least 16"]),
+    (case_unknown_candidate, ["train.json", "row 3", "unknown candidate item ids [123]"]),
+    (case_raw_unknown_item, ["interactions.csv", "row 1", "unknown item 'zz'"]),
+    (case_no_data_dir, ["paths.data_dir", "RECPO_DATA_DIR"]),
+]
+
+
+@pytest.mark.parametrize("case,expected", CASES, ids=[c.__name__ for c, _ in CASES])
+def test_bad_input_gives_clear_error(tmp_path, monkeypatch, case, expected):
+    monkeypatch.delenv("RECPO_DATA_DIR", raising=False)
+    with pytest.raises(DataError) as err:
+        case(tmp_path)
+    message = str(err.value)
+    for text in expected:
+        assert text in message, f"{text!r} missing from: {message}"
+
+
+def test_datamodule_rejects_too_few_candidates_for_k(tmp_path):
+    """K+1 candidates are needed per training row: 20 candidates cannot serve K=20."""
+    from recpo.data.datamodule import RecDataModule
+
+    with pytest.raises(ValueError, match="num_negatives must be in 1..19"):
+        RecDataModule(source={"format": "synthetic", "name": "s"}, num_negatives=20)
+
+
+def test_cli_prints_one_line_for_bad_data(tmp_path):
+    """The entry point reports a DataError as one line and exit code 2, not a traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recpo.train",
+            "data=lastfm",
+            f"paths.data_dir={tmp_path}/nowhere",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "data error" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
