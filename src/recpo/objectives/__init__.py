@@ -12,7 +12,6 @@ from recpo.objectives.beta import (
     beta_dpo_beta,
     dynamic_beta,
 )
-from recpo.objectives.dynamicpo import beta_dpo, dynamicpo, dynamicpo_mppo, dynamicpo_sdpo, topk
 from recpo.objectives.losses import (
     dmpo,
     dmpo_losses,
@@ -24,6 +23,7 @@ from recpo.objectives.losses import (
     sdpo,
     sdpo_losses,
 )
+from recpo.objectives.plugin import beta_dpo, dynamicpo, dynamicpo_mppo, dynamicpo_sdpo, topk
 from recpo.objectives.selection import (
     STAGE_ALL,
     STAGE_CLUSTER,

@@ -5,7 +5,6 @@ Both return constants for the backward pass: β scales the loss, it is never tra
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +52,7 @@ def dynamic_beta(
     Worked example (β0 = 1, α = 0.5, γ = 6): L_w = −5, negatives L = [−4, −10, −12],
     only j = 0 selected. D = {−10, −12}, mean −11. δp = −5 − (−4) = −1,
     δn = −4 − (−11) = 7, ratio = (−1 − 7 − 6) / (1 + 7) = −1.75,
-    β_0 = 1 + 0.5·tanh(−1.75) = 1 − 0.5·0.94138 = 0.52931.
+    β_0 = 1 + 0.5·tanh(−1.75) = 1 − 0.5·0.941376 = 0.529312.
 
     Args:
         chosen: ``(B,)`` policy log-likelihood L_w of the positive.
@@ -75,7 +74,9 @@ def dynamic_beta(
         ValueError: on CPU, when a valid log-prob is ±inf or NaN.
     """
     work = torch.promote_types(logps.dtype, torch.float32)
-    lw, lk = chosen.detach().to(work), logps.detach().to(work)
+    lw, lk = chosen.detach(), logps.detach()
+    if lk.dtype != work:  # bf16 / fp16 log-probs: compute β in float32
+        lw, lk = lw.to(work), lk.to(work)
     if check_finite:
         require_finite(lk, mask, "negative log-probs")
         require_finite(lw, None, "chosen log-probs")
@@ -86,20 +87,22 @@ def dynamic_beta(
         rest = mask & ~selected
 
     easy = torch.where(rest.any(dim=-1, keepdim=True), rest, selected)
-    easy_mean = torch.where(easy, lk, 0.0).sum(dim=-1) / easy.sum(dim=-1).clamp(min=1)
+    # A row with nothing selected divides 0 by 0 here; its NaN is masked out below.
+    easy_mean = torch.where(easy, lk, 0.0).sum(dim=-1) / easy.sum(dim=-1)
     delta_p = lw[:, None] - lk
     delta_n = lk - easy_mean[:, None]
-    denominator = delta_p.abs() + delta_n.abs()
-    # den = 0 means δp = δn = 0, so the numerator is -γ: use the limit sign(-γ). The
-    # division's inf/NaN there is discarded by the where.
-    ratio = (delta_p - delta_n - gamma) / denominator
-    limit = -math.copysign(1.0, gamma) if gamma != 0 else 0.0
-    adjust = torch.where(denominator > 0, torch.tanh(ratio), limit)
-    beta = adjust.mul(alpha * beta0).add(beta0)
+    # |δp| + |δn| = 0 only when δp = δn = 0, where the numerator is exactly -γ: IEEE
+    # division then gives ∓inf and tanh its limit sign(-γ) (β0(1 - α) for γ > 0, as
+    # the official code computes). Only γ = 0 (0/0) needs the limit set by hand.
+    ratio = (delta_p - delta_n - gamma) / (delta_p.abs() + delta_n.abs())
+    if gamma == 0:
+        ratio = ratio.nan_to_num_(nan=0.0)
+    beta = ratio.tanh_().mul_(alpha * beta0).add_(beta0)
+    unselected = ~selected
     return DynamicBeta(
-        beta=torch.where(selected, beta, 0.0),
-        delta_p=torch.where(selected, delta_p, 0.0),
-        delta_n=torch.where(selected, delta_n, 0.0),
+        beta=beta.masked_fill_(unselected, 0.0),
+        delta_p=delta_p.masked_fill_(unselected, 0.0),
+        delta_n=delta_n.masked_fill_(unselected, 0.0),
     )
 
 

@@ -25,7 +25,9 @@ def masked_std(values: Tensor, where: Tensor) -> Tensor:
     return masked_mean((values - mean).square(), where).sqrt()
 
 
-def reward_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor, valid: Tensor) -> dict[str, Tensor]:
+def reward_metrics(
+    chosen_rewards: Tensor, rejected_rewards: Tensor, valid: Tensor
+) -> dict[str, Tensor]:
     """Reward statistics over the valid negatives.
 
     ``rewards/win_rate`` is the share of examples whose chosen reward beats every valid
@@ -50,7 +52,9 @@ def reward_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor, valid: Tens
     }
 
 
-def boundary_metrics(policy_chosen: Tensor, policy_rejected: Tensor, valid: Tensor) -> dict[str, Tensor]:
+def boundary_metrics(
+    policy_chosen: Tensor, policy_rejected: Tensor, valid: Tensor
+) -> dict[str, Tensor]:
     """Share of boundary-critical negatives (L_w − L_k ≤ 0) among the valid ones (Fig. 3).
 
     Args:
@@ -89,7 +93,9 @@ def selection_metrics(selected: Tensor, stage: Tensor | None, valid: Tensor) -> 
     return metrics
 
 
-def beta_metrics(beta: Tensor, delta_p: Tensor, delta_n: Tensor, selected: Tensor) -> dict[str, Tensor]:
+def beta_metrics(
+    beta: Tensor, delta_p: Tensor, delta_n: Tensor, selected: Tensor
+) -> dict[str, Tensor]:
     """Mean and std of the per-negative β_j and the mean dual margins, over selected negatives.
 
     Args:

@@ -5,7 +5,7 @@ Two layers:
 * ``*_losses`` take the per-answer scores (log-ratios r, or MPPO's probabilities p),
   a per-negative coefficient ``(B, K)`` and a mask, and return ``(B,)`` losses. Only
   masked-in negatives enter the loss; the others receive exactly zero gradient. The
-  DynamicPO plug-in (:mod:`recpo.objectives.dynamicpo`) reuses them with its own
+  DynamicPO plug-in (:mod:`recpo.objectives.plugin`) reuses them with its own
   mask and β_j.
 * :func:`dpo`, :func:`dmpo`, :func:`sdpo` and :func:`mppo` are the plain objectives,
   ``objective(logps: PreferenceLogps) -> ObjectiveOutput``, the Hydra targets of
@@ -166,7 +166,9 @@ def objective_output(
     )
 
 
-def dpo(logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False) -> ObjectiveOutput:
+def dpo(
+    logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False
+) -> ObjectiveOutput:
     """DPO with one negative: −log σ(β (r_w − r_1)).
 
     Worked example: β = 1, L_w = −2, L_ref,w = −3, L_1 = −4, L_ref,1 = −3:
@@ -192,7 +194,9 @@ def dpo(logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = Fal
     return objective_output(logps, losses, beta * chosen, beta * rejected)
 
 
-def dmpo(logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False) -> ObjectiveOutput:
+def dmpo(
+    logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False
+) -> ObjectiveOutput:
     """DMPO: −log σ(β r_w − (1/K) Σ_k β r_k) over the valid negatives.
 
     Worked example: β = 1, reference-free, L_w = −1, L = [−2, −4]:
@@ -208,7 +212,9 @@ def dmpo(logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = Fa
     return objective_output(logps, losses, beta * chosen, beta * rejected)
 
 
-def sdpo(logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False) -> ObjectiveOutput:
+def sdpo(
+    logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False
+) -> ObjectiveOutput:
     """S-DPO: −log σ(−log Σ_k exp(β (r_k − r_w))) over the valid negatives.
 
     Worked example: β = 1, reference-free, L_w = 0, L = [−1, −1]:
@@ -232,7 +238,7 @@ def mppo(logps: PreferenceLogps) -> ObjectiveOutput:
 
     Worked example: L_w = −1 over 2 tokens (p_w = e^{−0.5} = 0.606531), negatives
     L = [−2, −6] over [2, 3] tokens (p = e^{−1}, e^{−2} = 0.367879, 0.135335):
-    logit = 2·0.606531 − 0.503215 = 0.709847, loss = log(1 + e^{−0.709847}) = 0.402894.
+    logit = 2·0.606531 − 0.503215 = 0.709847, loss = log(1 + e^{−0.709847}) = 0.399930.
 
     Args:
         logps: forward-pass results with ``chosen_tokens`` and ``rejected_tokens``.

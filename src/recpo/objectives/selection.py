@@ -8,10 +8,11 @@ CPU and becomes an asynchronous device assertion elsewhere, see
 Stage II clusters the negatives' log-likelihoods into three groups with 1-D k-means.
 In one dimension every optimal k-means clustering is made of contiguous runs of the
 sorted values, so the exact optimum is found by scoring every pair of split points
-``0 <= i <= j <= n`` at once: ``O(K^2)`` candidates per row, a few dozen tensor ops
-for the whole batch. Minimising the within-cluster sum of squares (SSE) is the same
-as maximising ``sum_c S_c^2 / n_c`` over clusters (``S_c`` the sum of the centred
-values of cluster c), which is what gets scored, in float64.
+``0 <= i <= j < n`` at once: ``O(K^2)`` candidates per row (190 for K = 19), one
+matrix product for the cluster sums of all of them, about twenty tensor ops for the
+whole batch. Minimising the within-cluster sum of squares (SSE) is the same as
+maximising ``sum_c S_c^2 / n_c`` over the clusters (``S_c`` the sum of cluster c,
+after shifting the row by its minimum), which is what gets scored, in float64.
 
 Conventions shared by both solvers:
 
@@ -57,7 +58,9 @@ class Clustering1D:
 
     Attributes:
         labels: ``(B, K)`` long cluster index in ascending centroid order (0 lowest,
-            2 highest); -1 for masked entries. A cluster may be empty.
+            2 highest); -1 for masked entries. With fewer than three distinct values
+            some clusters are empty (the exact solver then leaves the lower ones empty,
+            so its top cluster is always label 2).
         centroids: ``(B, 3)`` cluster means in ascending order, NaN for an empty cluster.
         sse: ``(B,)`` within-cluster sum of squared deviations.
         top: ``(B, K)`` bool, valid members of the highest non-empty cluster.
@@ -106,83 +109,104 @@ def _sorted_centred(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tens
     return sorted_values, order, n, mean, centred
 
 
+# Added to the score of a split that would separate equal values or leave the top
+# cluster empty; finite (unlike -inf) so that it can go through a matrix product.
+_INFEASIBLE = -1e30
+
+
 @functools.lru_cache(maxsize=64)
-def _split_tables(k: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Constants of the split search for K negatives, indexed by split position p = 0..K.
+def _split_tables(k: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """Constant tables of the split search over K sorted values.
+
+    Candidate c is the pair of split points ``0 <= i_c <= j_c < K``, i.e. clusters
+    ``[0, i)``, ``[i, j)``, ``[j, n)`` of the sorted values, enumerated in i-major
+    order (so the first maximum prefers the smaller first split).
 
     Returns:
-        positions ``(K+1,)``; 1/max(p, 1) ``(K+1,)``; 1/max(j − i, 1) ``(K+1, K+1)``
-        indexed ``[i, j]``; and an additive ``[i, j]`` penalty, -inf where i > j.
+        i ``(P,)``; j ``(P,)``; members ``(K, 3P)``, 1 where sorted position m belongs
+        to the low / mid / high cluster of candidate c (column blocks of P); 1 / size
+        ``(3P,)`` of each cluster when all K are valid (floored at 1); and penalty
+        ``(K-1, P)``, ``_INFEASIBLE`` times how often candidate c splits at p = 1..K-1.
     """
-    positions = torch.arange(k + 1, device=device)
-    inv_low = 1.0 / positions.to(dtype).clamp(min=1)
-    width = positions[None, :] - positions[:, None]
-    inv_mid = 1.0 / width.to(dtype).clamp(min=1)
-    order_penalty = torch.where(width >= 0, 0.0, -torch.inf).to(dtype)
-    return positions, inv_low, inv_mid, order_penalty
+    i, j = torch.triu_indices(k, k, device=device)
+    position = torch.arange(k, device=device)[:, None]
+    low, high = position < i, position >= j
+    members = torch.cat([low, ~low & ~high, high], dim=1).to(dtype)
+    inv_size = 1.0 / members.sum(dim=0).clamp(min=1)
+    split_at = position[1:]
+    penalty = ((split_at == i).to(dtype) + (split_at == j).to(dtype)) * _INFEASIBLE
+    return i, j, members, inv_size, penalty
 
 
 @dataclass
 class _ExactSplit:
-    sorted_values: Tensor  # (B, K) ascending, +inf where masked (work dtype)
+    work: Tensor  # (B, K) the values in the working dtype
+    sorted_values: Tensor  # (B, K) ascending, +inf where masked
     order: Tensor  # (B, K) sorting permutation
-    n: Tensor  # (B,) valid count
-    prefix: Tensor  # (B, K+1) prefix sums of the sorted values minus the row minimum
-    best_score: Tensor  # (B,) max over splits of sum_c S_c^2 / n_c
-    i: Tensor  # (B,) first split
-    j: Tensor  # (B,) second split
+    shifted: Tensor  # (B, K) sorted values minus the row minimum, 0 where masked
+    sums: Tensor  # (B, 3P) sum of each candidate's low / mid / high cluster
+    best_score: Tensor  # (B,) max over candidates of sum_c S_c^2 / n_c
+    best: Tensor  # (B,) index of the best candidate
+    i: Tensor  # (P,) candidate first splits
+    j: Tensor  # (P,) candidate second splits
 
 
-def _exact_split(values: Tensor, valid: Tensor) -> _ExactSplit:
+def _exact_split(values: Tensor, mask: Tensor | None) -> _ExactSplit:
     """Best pair of split points of every row (see :func:`kmeans_1d_exact`).
 
-    Minimising the SSE is maximising ``S_low^2/n_low + S_mid^2/n_mid + S_high^2/n_high``
-    over splits 0 <= i <= j <= n. All ``(i, j)`` are scored at once as a
-    ``(B, K+1, K+1)`` tensor; the values are shifted by the row minimum first so that
-    the squares stay small (SSE is shift-invariant).
+    Minimising the SSE is maximising ``S_low^2/n_low + S_mid^2/n_mid + S_high^2/n_high``.
+    One matrix product gives the three cluster sums of every candidate split for the
+    whole batch; the values are shifted by the row minimum first (the SSE is
+    shift-invariant) so that the squares stay small. Splits inside a run of equal
+    values, or past the last valid value (an empty top cluster has the SSE of the
+    split (0, i), which is a candidate), are penalised. This runs on every training
+    step, so it is written for few tensor ops: on tensors this small each op costs
+    microseconds of dispatch whatever its size.
     """
     batch, k = values.shape
     work = values.to(_work_dtype(values.device))
-    sorted_values, order = torch.where(valid, work, torch.inf).sort(dim=-1)
-    n = valid.sum(dim=-1)
-    shifted = (sorted_values - sorted_values[:, :1]).nan_to_num(nan=0.0, posinf=0.0)
-    # (B, K+1): sum of the first p values. (torch.cat: F.pad costs ~20 µs on CPU.)
-    edge = shifted.new_zeros(batch, 1)
-    prefix = torch.cat([edge, shifted.cumsum(dim=-1)], dim=-1)
-    positions, inv_low, inv_mid, order_penalty = _split_tables(k, values.device, prefix.dtype)
+    i, j, members, inv_size, penalty = _split_tables(k, values.device, work.dtype)
+    num = i.shape[0]
+    if mask is None:
+        sorted_values, order = work.sort(dim=-1)
+        shifted = sorted_values - sorted_values[:, :1]
+        repeated = sorted_values[:, 1:] <= sorted_values[:, :-1]
+    else:
+        sorted_values, order = work.masked_fill(~mask, torch.inf).sort(dim=-1)
+        # Masked entries (+inf) and rows without valid values (inf - inf) add nothing.
+        shifted = (sorted_values - sorted_values[:, :1]).nan_to_num_(nan=0.0, posinf=0.0)
+        n = mask.sum(dim=-1, keepdim=True)
+        # Past n the values are +inf, so `<=` holds there; p = n needs the count test.
+        repeated = (sorted_values[:, 1:] <= sorted_values[:, :-1]) | (
+            torch.arange(1, k, device=values.device) >= n
+        )
 
-    # A split at p (0 < p < n) must fall between two distinct values; p = 0 leaves a
-    # cluster empty. p = n (an empty top cluster) is excluded as well: such a
-    # clustering has the same SSE as (0, i), which keeps the top cluster non-empty, so
-    # the top cluster always starts at j. A row without valid values gets no feasible
-    # split at all (max then returns i = j = 0 and nothing is selected).
-    distinct = sorted_values[:, 1:] > sorted_values[:, :-1]
-    always = torch.ones_like(edge, dtype=torch.bool)
-    feasible = torch.cat([always, distinct, always], dim=-1) & (positions < n[:, None])
-    penalty = torch.where(feasible, 0.0, -torch.inf)  # (B, K+1)
-
-    total = prefix.gather(1, n[:, None])  # (B, 1)
-    low = prefix.square() * inv_low + penalty  # indexed by i
-    high = (total - prefix).square() / (n[:, None] - positions).clamp(min=1) + penalty  # by j
-    mid = (prefix[:, None, :] - prefix[:, :, None]).square() * inv_mid + order_penalty
-    score = (mid + low[:, :, None] + high[:, None, :]).flatten(1)  # (B, (K+1)^2), i-major
+    sums = shifted @ members  # (B, 3P)
+    squares = sums.square()
+    if mask is None:
+        score = squares.mul_(inv_size).view(batch, 3, num).sum(dim=1)
+    else:  # the top cluster's size n - j varies by row
+        score = squares[:, : 2 * num].mul_(inv_size[: 2 * num]).view(batch, 2, num).sum(dim=1)
+        score += squares[:, 2 * num :] / (n - j).clamp_(min=1)
+    score += repeated.to(work.dtype) @ penalty
+    # A row without valid values ties everywhere and gets candidate 0: it selects nothing.
     best_score, best = score.max(dim=-1)  # the first maximum on exact ties
-    i, j = best.div(k + 1, rounding_mode="floor"), best.remainder(k + 1)
-    return _ExactSplit(sorted_values, order, n, prefix, best_score, i, j)
+    return _ExactSplit(work, sorted_values, order, shifted, sums, best_score, best, i, j)
 
 
-def _exact_top(values: Tensor, valid: Tensor) -> Tensor:
+def _exact_top(values: Tensor, mask: Tensor | None) -> Tensor:
     """``(B, K)`` members of the highest cluster of the exact optimum."""
-    split = _exact_split(values, valid)
-    threshold = split.sorted_values.gather(1, split.j[:, None])
+    split = _exact_split(values, mask)
+    threshold = split.sorted_values.gather(1, split.j[split.best][:, None])
     # Splits sit between distinct values, so the top cluster [j, n) is {L >= L_(j)}.
-    return valid & (values.to(threshold.dtype) >= threshold)
+    top = split.work >= threshold
+    return top if mask is None else top & mask
 
 
 def kmeans_1d_exact(values: Tensor, valid: Tensor) -> Clustering1D:
     """Globally optimal 1-D k-means (k = 3) of every row, batched.
 
-    Scores each pair of split points ``0 <= i <= j <= n`` of the sorted valid values
+    Scores each pair of split points ``0 <= i <= j < n`` of the sorted valid values
     (clusters ``[0, i)``, ``[i, j)``, ``[j, n)``), allowing splits only between distinct
     values, and keeps the best. See the module docstring for ties and empty clusters.
 
@@ -194,29 +218,32 @@ def kmeans_1d_exact(values: Tensor, valid: Tensor) -> Clustering1D:
         The clustering with the minimum within-cluster sum of squares of each row.
     """
     batch, k = values.shape
+    if k == 0:
+        empty = values.new_zeros(batch, 3)
+        return Clustering1D(
+            valid.long() - 1, empty.fill_(torch.nan), values.new_zeros(batch), valid
+        )
     split = _exact_split(values, valid)
-    i_star, j_star, n = split.i, split.j, split.n
+    i_star, j_star = split.i[split.best], split.j[split.best]
+    n = valid.sum(dim=-1)
 
     positions = torch.arange(k, device=values.device).expand(batch, k)
     sorted_labels = (positions >= i_star[:, None]).long() + (positions >= j_star[:, None]).long()
     labels = torch.empty_like(sorted_labels).scatter_(1, split.order, sorted_labels)
-    top_label = (n - 1 >= i_star).long() + (n - 1 >= j_star).long()
 
-    below_i = split.prefix.gather(1, i_star[:, None])  # (B, 1)
-    below_j = split.prefix.gather(1, j_star[:, None])
-    total = split.prefix.gather(1, n[:, None])
-    sums = torch.cat([below_i, below_j - below_i, total - below_j], dim=-1)  # (B, 3)
+    num = split.i.shape[0]
+    sums = split.sums.view(batch, 3, num).gather(
+        2, split.best.view(batch, 1, 1).expand(batch, 3, 1)
+    )
     counts = torch.stack([i_star, j_star - i_star, n - j_star], dim=-1).to(sums.dtype)
     minimum = split.sorted_values[:, :1]
-    centroids = torch.where(counts > 0, sums / counts.clamp(min=1) + minimum, torch.nan)
-    in_range = positions < n[:, None]
-    shifted = torch.where(in_range, split.sorted_values - minimum, 0.0)
-    sse = (shifted.square().sum(dim=-1) - split.best_score).clamp(min=0)
+    centroids = torch.where(counts > 0, sums[:, :, 0] / counts.clamp(min=1) + minimum, torch.nan)
+    sse = (split.shifted.square().sum(dim=-1) - split.best_score).clamp(min=0)
     return Clustering1D(
         labels=torch.where(valid, labels, -1),
         centroids=centroids.to(values.dtype),
         sse=sse.to(values.dtype),
-        top=valid & (labels == top_label[:, None]),
+        top=valid & (labels == 2),
     )
 
 
@@ -275,10 +302,11 @@ def kmeans_1d_lloyd(values: Tensor, valid: Tensor, *, iters: int = 20) -> Cluste
     )
 
 
-def _top_cluster(values: Tensor, valid: Tensor, solver: Solver, lloyd_iters: int) -> Tensor:
+def _top_cluster(values: Tensor, mask: Tensor | None, solver: Solver, lloyd_iters: int) -> Tensor:
     if solver == "exact":
-        return _exact_top(values, valid)
+        return _exact_top(values, mask)
     if solver == "lloyd":
+        valid = mask if mask is not None else torch.ones_like(values, dtype=torch.bool)
         return kmeans_1d_lloyd(values, valid, iters=lloyd_iters).top
     raise ValueError(f"solver must be 'exact' or 'lloyd'; got {solver!r}")
 
@@ -330,27 +358,33 @@ def select_boundary_negatives(
         ValueError: on CPU, when a valid log-prob (or L_w) is ±inf or NaN.
     """
     logps, chosen = logps.detach(), chosen.detach()
-    valid = mask if mask is not None else torch.ones_like(logps, dtype=torch.bool)
-    require_finite(logps, valid, "negative log-probs")
+    require_finite(logps, mask, "negative log-probs")
     require_finite(chosen, None, "chosen log-probs")
+    if logps.shape[-1] == 0:
+        return BoundarySelection(_valid(logps, mask), torch.zeros_like(chosen, dtype=torch.long))
 
     if stage2:
-        fallback = _top_cluster(logps, valid, solver, lloyd_iters)
-        fallback_stage = STAGE_CLUSTER
+        fallback, fallback_code = _top_cluster(logps, mask, solver, lloyd_iters), STAGE_CLUSTER
     else:
-        fallback = valid
-        fallback_stage = STAGE_ALL
-    has_valid = valid.any(dim=-1)
+        fallback, fallback_code = _valid(logps, mask), STAGE_ALL
+    if mask is None:
+        fallback_stage = torch.full_like(chosen, fallback_code, dtype=torch.long)
+    else:  # rows without any valid negative select nothing and report STAGE_ALL
+        fallback_stage = mask.any(dim=-1) * fallback_code
     if not stage1:
-        stage = torch.where(has_valid, fallback_stage, STAGE_ALL)
-        return BoundarySelection(selected=fallback, stage=stage)
+        return BoundarySelection(selected=fallback, stage=fallback_stage)
 
-    above = logps >= chosen[:, None] if stage1_inclusive else logps > chosen[:, None]
-    violations = valid & above
+    violations = logps >= chosen[:, None] if stage1_inclusive else logps > chosen[:, None]
+    if mask is not None:
+        violations &= mask
     violated = violations.any(dim=-1)
     selected = torch.where(violated[:, None], violations, fallback)
-    stage = torch.where(violated, STAGE_VIOLATION, torch.where(has_valid, fallback_stage, STAGE_ALL))
+    stage = fallback_stage.masked_fill(violated, STAGE_VIOLATION)
     return BoundarySelection(selected=selected, stage=stage)
+
+
+def _valid(logps: Tensor, mask: Tensor | None) -> Tensor:
+    return mask if mask is not None else torch.ones_like(logps, dtype=torch.bool)
 
 
 def select_top_k(logps: Tensor, mask: Tensor | None = None, *, k: int = 3) -> Tensor:
@@ -370,9 +404,9 @@ def select_top_k(logps: Tensor, mask: Tensor | None = None, *, k: int = 3) -> Te
     if k < 1:
         raise ValueError(f"k must be at least 1; got {k}")
     logps = logps.detach()
-    valid = mask if mask is not None else torch.ones_like(logps, dtype=torch.bool)
-    require_finite(logps, valid, "negative log-probs")
-    key = torch.where(valid, logps, -torch.inf)
+    valid = _valid(logps, mask)
+    require_finite(logps, mask, "negative log-probs")
+    key = logps.masked_fill(~valid, -torch.inf)
     order = key.sort(dim=-1, descending=True, stable=True).indices
     rank = order.argsort(dim=-1)
     return valid & (rank < k)

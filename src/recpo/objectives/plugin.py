@@ -94,7 +94,7 @@ def _dynamicpo(
     selection = select_boundary_negatives(
         logps.policy_rejected,
         logps.policy_chosen,
-        valid,
+        logps.mask,  # None (all valid) takes the selector's faster path
         stage1=stage1,
         stage2=stage2,
         solver=solver,
@@ -107,7 +107,7 @@ def _dynamicpo(
         logps.policy_chosen,
         logps.policy_rejected,
         selected,
-        valid,
+        logps.mask,
         beta0=beta,
         alpha=alpha,
         gamma=gamma,
@@ -151,9 +151,9 @@ def dynamicpo(
     dynamic_beta = False`` this is exactly :func:`~recpo.objectives.losses.dmpo`.
 
     Worked example (β0 = 1, α = 0.5, γ = 6, reference-free): L_w = −5,
-    L = [−4, −10, −12]. Stage I selects j = 0 (−4 > −5); β_0 = 0.529310 (see
-    ``dynamic_beta``); logit = 0.529310 · (−5 − (−4)) / 1 = −0.529310,
-    loss = log(1 + e^{0.529310}) = 0.993253.
+    L = [−4, −10, −12]. Stage I selects j = 0 (−4 > −5); β_0 = 1 + 0.5·tanh(−1.75)
+    = 0.529312 (see ``dynamic_beta``); logit = 0.529312 · (−5 − (−4)) / 1 = −0.529312,
+    loss = log(1 + e^{0.529312}) = 0.992423.
 
     Args:
         logps: forward-pass results.
@@ -278,12 +278,12 @@ def topk(
         reference_free: use r = L in the loss.
     """
     valid = logps.valid
-    selected = select_top_k(logps.policy_rejected, valid, k=k)
+    selected = select_top_k(logps.policy_rejected, logps.mask, k=k)
     margins = compute_dynamic_beta(
         logps.policy_chosen,
         logps.policy_rejected,
         selected,
-        valid,
+        logps.mask,
         beta0=beta,
         alpha=alpha,
         gamma=gamma,
@@ -344,7 +344,7 @@ def beta_dpo(
     selection = select_boundary_negatives(
         logps.policy_rejected,
         logps.policy_chosen,
-        valid,
+        logps.mask,
         stage1=stage1,
         stage2=stage2,
         solver=solver,
@@ -356,9 +356,7 @@ def beta_dpo(
     rows = selected.any(dim=-1)
     gaps = torch.where(selected, chosen.detach()[:, None] - rejected.detach(), 0.0)
     margins = gaps.sum(dim=-1) / selected.sum(dim=-1).clamp(min=1)
-    batch = beta_dpo_beta(
-        margins, rows, beta0=beta, a=a, state=state, filter_ratio=filter_ratio
-    )
+    batch = beta_dpo_beta(margins, rows, beta0=beta, a=a, state=state, filter_ratio=filter_ratio)
     beta_used = torch.where(selected, batch.beta, 0.0).to(rejected.dtype)
     metrics = selection_metrics(selected, selection.stage, valid)
     metrics["beta/mean"] = masked_mean(beta_used, selected)
