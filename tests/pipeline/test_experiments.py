@@ -7,43 +7,57 @@ from pathlib import Path
 
 import pytest
 from omegaconf import open_dict
-from tests.conftest import CONF, compose, shared_data_dir
 
 from recpo.train import train
+from tests.conftest import CONF, compose, shared_data_dir
 
 LLM_EXPERIMENTS = sorted(
-    p.stem
-    for p in (CONF / "experiment").glob("*.yaml")
-    if "task: baseline" not in p.read_text() and "/task: baseline" not in p.read_text()
+    p.stem for p in (CONF / "experiment").glob("*.yaml") if "/task: baseline" not in p.read_text()
 )
-NEEDS_DATA = {"lastfm", "steam", "goodreads"}
+DATASETS = ("lastfm", "steam", "goodreads")
+SMALL_SYNTHETIC = "data.source.synthetic.num_users=40"
 
 
-def _dataset_of(name: str) -> str | None:
-    prefix = name.split("_")[0]
-    return prefix if prefix in NEEDS_DATA else None
+def _shrink(cfg) -> None:
+    with open_dict(cfg):
+        cfg.data.max_train_examples = 32
+        cfg.data.batch_size = 4
+
+
+def _check_outputs(cfg, metrics: dict, rows: int) -> None:
+    out = Path(cfg.paths.output_dir)
+    assert json.loads((out / "results.json").read_text()) == pytest.approx(metrics)
+    for split in ("val", "test"):
+        assert metrics[f"{split}/rows"] == rows
+        for key in ("hr@1", "hr@5", "ndcg@5", "gen_hr@1", "valid_ratio"):
+            assert 0.0 <= metrics[f"{split}/{key}"] <= 1.0
+    for stage in cfg.stages:
+        assert (out / "eval" / stage / "test_predictions.jsonl").is_file()
+        assert f"{stage}:test/hr@1" in metrics
 
 
 @pytest.mark.parametrize("experiment", LLM_EXPERIMENTS)
-def test_experiment_fast_dev_run(experiment, tmp_path):
-    overrides = [f"+experiment={experiment}", "trainer.fast_dev_run=true", "eval.max_examples=6"]
-    dataset = _dataset_of(experiment)
-    if dataset:
-        root = shared_data_dir()
-        if root is None or not (root / dataset).is_dir():
-            pytest.skip(f"{dataset} data not found under RECPO_DATA_DIR / ../shared/data")
-        overrides.append(f"paths.data_dir={root}")
-    cfg = compose(overrides, tmp_path)
-    with open_dict(cfg):
-        cfg.data.max_train_examples = 64
-        cfg.data.batch_size = 4
-    metrics = train(cfg)
-    out = Path(cfg.paths.output_dir)
-    saved = json.loads((out / "results.json").read_text())
-    assert saved == pytest.approx(metrics)
-    for split in ("val", "test"):
-        assert metrics[f"{split}/rows"] == 6
-        for key in ("hr@1", "hr@5", "ndcg@5", "gen_hr@1", "valid_ratio"):
-            assert 0.0 <= metrics[f"{split}/{key}"] <= 1.0
-    assert (out / "sft_model" / "config.json").is_file()
-    assert (out / "eval" / "sft" / "test_predictions.jsonl").is_file()
+def test_experiment_composes_and_runs(experiment, tmp_path):
+    """Each experiment's stages and objective run (fast_dev_run) on the synthetic data;
+    its own dataset is exercised by the *_sft runs below."""
+    cfg = compose(
+        [f"+experiment={experiment}", "data=synthetic", SMALL_SYNTHETIC, "trainer.fast_dev_run=true",
+         "eval.max_examples=4", "eval.max_new_tokens=3"],
+        tmp_path,
+    )
+    assert cfg.task_name == experiment
+    _shrink(cfg)
+    _check_outputs(cfg, train(cfg), rows=4)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_dataset_sft_fast_dev_run(dataset, tmp_path):
+    root = shared_data_dir()
+    if root is None or not (root / dataset).is_dir():
+        pytest.skip(f"{dataset} data not found under RECPO_DATA_DIR / ../shared/data")
+    cfg = compose(
+        [f"+experiment={dataset}_sft", f"paths.data_dir={root}", "trainer.fast_dev_run=true", "eval.max_examples=6"],
+        tmp_path,
+    )
+    _shrink(cfg)
+    _check_outputs(cfg, train(cfg), rows=6)

@@ -182,16 +182,27 @@ class SequenceDataModule(L.LightningDataModule):
         index_of = {item: i for i, item in enumerate(self.item_ids)}
         train = list(self.source.examples("train"))
         prefixes = [
-            ex for split in self.prefix_splits for ex in history_prefixes(self.source.examples(split), self.min_prefix_length)
+            ex
+            for split in self.prefix_splits
+            for ex in history_prefixes(self.source.examples(split), self.min_prefix_length)
         ]
         self.num_train_rows, self.num_prefix_rows = len(train), len(prefixes)
         if not train and not prefixes:
             raise DataError(f"{self.source.source.get('name')}: no training rows")
-        log.info("baseline training rows: %d from train, %d history prefixes of %s", len(train), len(prefixes), self.prefix_splits)
+        log.info(
+            "baseline training rows: %d from train, %d history prefixes of %s",
+            len(train),
+            len(prefixes),
+            self.prefix_splits,
+        )
         pad = self.num_items
-        self.datasets["train"] = SequenceTensors(train + prefixes, index_of, self.max_history, pad, with_candidates=False)
+        self.datasets["train"] = SequenceTensors(
+            train + prefixes, index_of, self.max_history, pad, with_candidates=False
+        )
         for split in ("val", "test"):
-            self.datasets[split] = SequenceTensors(self.source.examples(split), index_of, self.max_history, pad, with_candidates=True)
+            self.datasets[split] = SequenceTensors(
+                self.source.examples(split), index_of, self.max_history, pad, with_candidates=True
+            )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
@@ -200,7 +211,9 @@ class SequenceDataModule(L.LightningDataModule):
         else:
             sampler = SequentialSampler(dataset)
         # The dataset slices whole batches itself; batch_size=None turns off collation.
-        return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
+        return DataLoader(
+            dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -36,7 +36,10 @@ INPUT_CONVENTION = (
 
 
 def save_encoder(
-    model: SequentialRecommender, item_ids: list[int], directory: str | Path, info: dict[str, Any] | None = None
+    model: SequentialRecommender,
+    item_ids: list[int],
+    directory: str | Path,
+    info: dict[str, Any] | None = None,
 ) -> Path:
     """Write the model's item embeddings, weights and config under ``directory``.
 

@@ -46,7 +46,9 @@ def sampled_bce_loss(positive: Tensor, negatives: Tensor, mask: Tensor | None = 
     return -F.logsigmoid(positive) + negative_terms.sum(dim=-1)
 
 
-def sample_negatives(target: Tensor, num_items: int, num_negatives: int, generator: torch.Generator | None = None) -> Tensor:
+def sample_negatives(
+    target: Tensor, num_items: int, num_negatives: int, generator: torch.Generator | None = None
+) -> Tensor:
     """Items drawn uniformly from all items except each row's target.
 
     Args:

@@ -98,7 +98,9 @@ class SequentialRecommender(nn.Module):
 
     def forward(self, history: Tensor, lengths: Tensor) -> Tensor:
         if history.size(1) > self.max_len:
-            raise ValueError(f"history has {history.size(1)} positions; this model reads at most {self.max_len}")
+            raise ValueError(
+                f"history has {history.size(1)} positions; this model reads at most {self.max_len}"
+            )
         if bool((lengths < 1).any()):
             raise ValueError("every history needs at least one item")
         return self.encode(history, lengths)
@@ -198,7 +200,10 @@ class Caser(SequentialRecommender):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_horizontal * len(heights) + num_vertical * dim, dim)
         self.config.update(
-            num_horizontal=num_horizontal, heights=heights, num_vertical=num_vertical, dropout=dropout
+            num_horizontal=num_horizontal,
+            heights=heights,
+            num_vertical=num_vertical,
+            dropout=dropout,
         )
 
     def encode(self, history: Tensor, lengths: Tensor) -> Tensor:
@@ -223,7 +228,9 @@ class Caser(SequentialRecommender):
         """
         b, width, d = emb.shape
         padded = torch.cat([emb, emb.new_zeros(b, 1, d)], dim=1)  # index `width` is a zero row
-        source = torch.arange(self.max_len, device=emb.device)[None, :] - (self.max_len - lengths[:, None])
+        source = torch.arange(self.max_len, device=emb.device)[None, :] - (
+            self.max_len - lengths[:, None]
+        )
         source = torch.where(source >= 0, source, torch.full_like(source, width))
         return padded.gather(1, source[..., None].expand(-1, -1, d))
 
@@ -246,14 +253,20 @@ class CausalSelfAttentionBlock(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+        )
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, L, D) -> (B, L, D)``; position t attends to positions ``<= t`` only."""
         b, length, d = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).view(b, length, 3, self.num_heads, d // self.num_heads).unbind(2)
+        q, k, v = (
+            self.qkv(self.attn_norm(x))
+            .view(b, length, 3, self.num_heads, d // self.num_heads)
+            .unbind(2)
+        )
         attn = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
@@ -297,13 +310,17 @@ class SASRec(SequentialRecommender):
         self.position_embeddings = nn.Embedding(max_len, dim)
         nn.init.normal_(self.position_embeddings.weight, std=1.0 / math.sqrt(dim))
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(CausalSelfAttentionBlock(dim, num_heads, dropout) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(
+            CausalSelfAttentionBlock(dim, num_heads, dropout) for _ in range(num_blocks)
+        )
         self.final_norm = nn.LayerNorm(dim)
         self.config.update(num_blocks=num_blocks, num_heads=num_heads, dropout=dropout)
 
     def encode(self, history: Tensor, lengths: Tensor) -> Tensor:
         emb, mask = self.embed(history, lengths)
-        positions = (lengths[:, None] - 1 - torch.arange(history.size(1), device=history.device)).clamp(min=0)
+        positions = (
+            lengths[:, None] - 1 - torch.arange(history.size(1), device=history.device)
+        ).clamp(min=0)
         x = self.dropout(emb + self.position_embeddings(positions)) * mask[..., None]
         for block in self.blocks:
             x = block(x)

@@ -67,13 +67,22 @@ class BaselineModule(L.LightningModule):
 
     def training_step(self, batch: SequenceBatch, batch_idx: int) -> Tensor:
         loss = self.training_losses(batch).mean()
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch.target.size(0))
+        self.log(
+            "train/loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch.target.size(0),
+        )
         return loss
 
     # ------------------------------------------------------------ evaluation
 
     def _rank(self, batch: SequenceBatch) -> None:
-        metrics = ranking_metrics(candidate_scores(self.model, batch), batch.target_index, ks=(1, 5))
+        metrics = ranking_metrics(
+            candidate_scores(self.model, batch), batch.target_index, ks=(1, 5)
+        )
         for name, per_row in metrics.items():
             self._rows.setdefault(name, []).append(per_row.detach().cpu())
 

@@ -81,7 +81,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     data.setup()
     model = hydra.utils.instantiate(b.model, num_items=data.num_items, max_len=b.max_history)
-    module = BaselineModule(model, hydra.utils.instantiate(b.optimizer), loss=b.loss, num_negatives=b.num_negatives)
+    module = BaselineModule(
+        model, hydra.utils.instantiate(b.optimizer), loss=b.loss, num_negatives=b.num_negatives
+    )
 
     trainer, checkpoint = make_trainer(cfg, out)
     try:
@@ -120,7 +122,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     }
     (out / "baseline_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     if b.export_encoder:
-        save_encoder(model, data.item_ids, out / "encoder", info={k: summary[k] for k in ("task_name", "dataset", "seed", "metrics", "best_epoch")})
+        save_encoder(
+            model,
+            data.item_ids,
+            out / "encoder",
+            info={k: summary[k] for k in ("task_name", "dataset", "seed", "metrics", "best_epoch")},
+        )
     print(
         f"\n{cfg.task_name}: test HR@1 {metrics.get('test/hr@1', float('nan')):.4f}  "
         f"HR@5 {metrics.get('test/hr@5', float('nan')):.4f}  NDCG@5 {metrics.get('test/ndcg@5', float('nan')):.4f}  "

@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from recpo.data.candidates import attach_candidates, negative_choices, validate_candidates
 from recpo.data.prompts import answer_text, build_prompt, domain_templates, draw_templates
@@ -42,6 +42,8 @@ class PromptedExample:
     candidates: list[str]
     target_index: int  # index of the target in ``answers``
     row: int
+    index: int = 0  # position in the split (keys precomputed reference log-probs)
+    positions: list[int] | None = None  # position of each answer in ``candidates``
 
 
 class PromptDataset(Dataset):
@@ -93,14 +95,16 @@ class PromptDataset(Dataset):
             self.templates[self.template_index[i]], [name(h) for h in ex.history], candidates
         )
         target = name(ex.target)
+        target_pos = ex.candidates.index(ex.target)
         if self.mode == "eval":
-            answers, target_index = candidates, ex.candidates.index(ex.target)
+            positions, target_index = list(range(len(candidates))), target_pos
         elif self.mode == "sft":
-            answers, target_index = [target], 0
+            positions, target_index = [target_pos], 0
         else:
-            others = [c for c in candidates if c != target]
-            answers, target_index = [target] + [others[j] for j in self._negatives[i]], 0
-        return PromptedExample(prompt, answers, target, candidates, target_index, ex.row)
+            others = [j for j in range(len(candidates)) if j != target_pos]
+            positions, target_index = [target_pos] + [others[j] for j in self._negatives[i]], 0
+        answers = [candidates[j] for j in positions]
+        return PromptedExample(prompt, answers, target, candidates, target_index, ex.row, i, positions)
 
 
 class Collator:
@@ -160,11 +164,36 @@ class Collator:
             "answer_ids": answer_ids,
             "answer_mask": answer_mask,
             "target_index": torch.tensor([b.target_index for b in batch]),
+            "example_index": torch.tensor([b.index for b in batch]),
+            "answer_positions": torch.tensor([b.positions for b in batch]),
             "prompts": [b.prompt for b in batch],
             "targets": [b.target for b in batch],
             "candidates": [b.candidates for b in batch],
             "rows": [b.row for b in batch],
         }
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a
+    checkpoint sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
 
 
 class RecDataModule(L.LightningDataModule):
@@ -291,14 +320,12 @@ class RecDataModule(L.LightningDataModule):
             )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             collate_fn=self.collator,
             num_workers=self.num_workers,
-            generator=generator if shuffle else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -317,3 +344,7 @@ class RecDataModule(L.LightningDataModule):
 
     def eval_dataloader(self, split: str) -> DataLoader:
         return self._loader(self.dataset_for(split, "eval"), self.eval_batch_size, shuffle=False)
+
+    def candidates_dataloader(self) -> DataLoader:
+        """Training rows with all their candidates, in order (reference precomputation)."""
+        return self._loader(self.dataset_for("train", "eval"), self.eval_batch_size, shuffle=False)

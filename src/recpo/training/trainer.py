@@ -52,7 +52,9 @@ def make_trainer(
             save_last=True,
         )
     )
-    plugins = [AtomicCheckpointIO()] if cfg.trainer.get("strategy") in (None, "auto") else []
+    strategy = cfg.trainer.get("strategy")
+    # DeepSpeed writes checkpoint folders through its own engine.
+    plugins = [AtomicCheckpointIO()] if strategy is None or isinstance(strategy, str) else []
     return hydra.utils.instantiate(
         cfg.trainer,
         max_epochs=max_epochs,

@@ -1,0 +1,121 @@
+"""Sweeps: SFT reuse, skipping finished jobs, DDP inside -m, resuming a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from recpo.train import train
+from tests.conftest import CONF, REPO, compose
+
+SMALL = ["+experiment=demo", "data.source.synthetic.num_users=60", "data.max_train_examples=48",
+         "eval.max_examples=8", "eval.max_new_tokens=3", "sft.max_epochs=1", "po.max_epochs=1"]
+
+
+def _run(args: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "recpo.train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)
+
+
+def test_committed_sweeps_compose():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    for path in sorted((CONF / "sweep").glob("*.yaml")):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = hydra_compose("train", overrides=["+experiment=lastfm_dynamicpo", f"+sweep={path.stem}"],
+                                return_hydra_config=True)
+        params = cfg.hydra.sweeper.params
+        assert params, path.name
+        # Job folders are named by their settings (not by time), minus the path keys.
+        assert "paths.data_dir" in cfg.hydra.job.config.override_dirname.exclude_keys
+
+
+def test_sft_is_reused_across_po_settings(tmp_path):
+    """Two runs that differ only in PO settings train SFT once."""
+    runs = []
+    for objective in ("dmpo", "dynamicpo"):
+        cfg = compose([*SMALL, f"objective={objective}"], tmp_path / objective)
+        with open_dict(cfg):
+            cfg.paths.sft_dir = str(tmp_path / "sft")
+        metrics = train(cfg)
+        runs.append((cfg, metrics))
+    (cfg_a, a), (cfg_b, b) = runs
+    assert len(list((tmp_path / "sft").iterdir())) == 1
+    assert not (Path(cfg_b.paths.output_dir) / "sft").exists()  # no SFT training in the second run
+    assert a["sft:test/hr@1"] == b["sft:test/hr@1"]
+    pointer = (Path(cfg_a.paths.output_dir) / "sft_model.txt").read_text()
+    assert pointer == (Path(cfg_b.paths.output_dir) / "sft_model.txt").read_text()
+
+
+def test_finished_job_is_skipped_and_settings_are_checked(tmp_path):
+    cfg = compose([*SMALL, "stages=[sft]"], tmp_path)
+    first = train(cfg)
+    ckpts = sorted(Path(cfg.paths.output_dir).rglob("*.ckpt"))
+    stamps = [p.stat().st_mtime_ns for p in ckpts]
+    assert train(cfg) == first
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps  # nothing retrained
+    with open_dict(cfg):
+        cfg.sft.max_epochs = 2
+    with pytest.raises(RuntimeError, match="different settings"):
+        train(cfg)
+
+
+def test_ddp_jobs_inside_a_multirun_sweep(tmp_path):
+    """A 2-value -m sweep with 2 CPU processes per job: exactly two finished jobs, each
+    trained under DDP once (not a re-launched sweep) with complete evaluation."""
+    sweep = tmp_path / "sweep"
+    proc = _run(["-m", *SMALL, "stages=[sft,po]", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                 "trainer.precision=32-true", "seed=0,1", f"hydra.sweep.dir={sweep}",
+                 f"paths.sft_dir={tmp_path}/sft", f"paths.cache_dir={tmp_path}/cache"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(sweep.rglob("results.json"))
+    assert [p.parent.name for p in results] == ["0", "1"]
+    log = proc.stdout + proc.stderr
+    # One process group per job (the PO trainer reuses the one SFT set up).
+    assert log.count("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2") == 2
+    assert log.count("#0 :") == 1 and log.count("#1 :") == 1  # the sweep ran once
+    for path, seed in zip(results, (0, 1)):
+        metrics = json.loads(path.read_text())
+        saved = (path.parent / "config.yaml").read_text()
+        assert f"seed: {seed}" in saved
+        for split in ("val", "test"):
+            assert metrics[f"{split}/rows"] == 8  # full split, evaluated once on rank 0
+            assert 0 <= metrics[f"po:{split}/hr@1"] <= 1 and 0 <= metrics[f"sft:{split}/hr@1"] <= 1
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    """Kill a run after its first PO checkpoint, run the same command again: it resumes
+    and ends with the metrics of an uninterrupted run."""
+    args = ["+experiment=demo", "data.source.synthetic.num_users=150", "eval.max_examples=40", "sft.max_epochs=1",
+            "po.max_epochs=3", f"paths.sft_dir={tmp_path}/sft", f"paths.cache_dir={tmp_path}/cache"]
+    full = _run([*args, f"hydra.run.dir={tmp_path}/full"], timeout=900)
+    assert full.returncode == 0, full.stderr[-3000:]
+    expected = json.loads((tmp_path / "full" / "results.json").read_text())
+
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "recpo.train", *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "po" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 900
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (run_dir / "results.json").exists(), "the run was not interrupted mid-PO"
+    resumed = _run([*args, f"hydra.run.dir={run_dir}"], timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming po from" in resumed.stdout + resumed.stderr
+    got = json.loads((run_dir / "results.json").read_text())
+    assert got == pytest.approx(expected, abs=1e-6)
