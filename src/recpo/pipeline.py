@@ -133,6 +133,8 @@ def reference_mode(cfg: DictConfig, policy: Backbone) -> str:
 def run_po(cfg: DictConfig, dm: RecDataModule, policy: Backbone) -> None:
     """Preference optimization from the SFT weights against the frozen SFT reference."""
     dm.train_mode = "preference"
+    if cfg.po.get("max_train_examples") is not None:
+        dm.max_train_examples = cfg.po.max_train_examples
     module = PreferenceModule(
         policy.model,
         objective=hydra.utils.instantiate(cfg.objective),

@@ -61,3 +61,20 @@ def test_dataset_sft_fast_dev_run(dataset, tmp_path):
     )
     _shrink(cfg)
     _check_outputs(cfg, train(cfg), rows=6)
+
+
+def test_wandb_logger_offline(tmp_path, monkeypatch):
+    """logger=wandb runs offline by default and writes a local run to sync later."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = compose(
+        ["+experiment=demo", "logger=wandb", SMALL_SYNTHETIC, "trainer.fast_dev_run=true", "eval.max_examples=4",
+         "eval.max_new_tokens=3", "stages=[sft]"],
+        tmp_path,
+    )
+    assert cfg.logger.wandb.offline is True
+    _shrink(cfg)
+    train(cfg)
+    runs = list(Path(cfg.paths.output_dir).rglob("offline-run-*"))
+    assert runs, "no offline W&B run written"

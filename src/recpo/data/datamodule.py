@@ -265,9 +265,8 @@ class RecDataModule(L.LightningDataModule):
             examples = attach_candidates(
                 ds.split(split), ds.catalog, self.num_candidates, f"{src}:{split}"
             )
-            limit = self.max_train_examples if split == "train" else self.max_eval_examples
-            if limit is not None:
-                examples = examples[:limit]
+            if split != "train" and self.max_eval_examples is not None:
+                examples = examples[: self.max_eval_examples]
             min_cands = self.num_negatives + 1 if split == "train" else 2
             validate_candidates(examples, min_cands, f"{src}:{split}", ds.catalog)
             self._splits[split] = examples
@@ -281,7 +280,11 @@ class RecDataModule(L.LightningDataModule):
         return ds
 
     def examples(self, split: str) -> list[Example]:
+        """The examples of a split; training rows capped at ``max_train_examples``
+        (read at each call, so a stage may change the cap)."""
         self.load()
+        if split == "train" and self.max_train_examples is not None:
+            return self._splits[split][: self.max_train_examples]
         return self._splits[split]
 
     @property

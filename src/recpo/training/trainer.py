@@ -10,7 +10,7 @@ import hydra
 import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -30,8 +30,14 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
     """One logger per entry of ``cfg.logger``; each stage gets its own CSV version / W&B run."""
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
-        extra = {"version": stage} if name == "csv" else {"name": f"{cfg.task_name}-{stage}"}
+        extra = {"version": stage} if name == "csv" else {"name": f"{cfg.task_name}-{stage}", "job_type": stage}
         loggers.append(hydra.utils.instantiate(node, **extra))
+    # The whole run config (objective, data, backbone, ...) goes with every logger,
+    # so dashboards can group and filter runs by any setting.
+    settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    settings.pop("hydra", None)
+    for logger in loggers:
+        logger.log_hyperparams({**settings, "stage": stage})
     return loggers
 
 
