@@ -28,6 +28,8 @@ from recpo.data.sources import load_source
 log = logging.getLogger(__name__)
 
 MODES = ("sft", "preference", "eval")
+# Every template ends with this word; answers are tokenised as its continuation.
+ANSWER_ANCHOR = "Answer:"
 
 
 @dataclass
@@ -120,9 +122,22 @@ class Collator:
         self.truncated = 0
 
     def answer_ids(self, title: str) -> list[int]:
+        """Token ids of the answer as they follow "Answer:" in a prompt, plus the end token.
+
+        The answer is tokenised after the prompt's last word and that word's tokens are
+        cut off: SentencePiece tokenizers (Llama-2) turn a leading space into a
+        separate token when the answer is tokenised on its own, which is not what the
+        model sees (or generates) after the prompt.
+        """
         ids = self._answer_cache.get(title)
         if ids is None:
-            ids = self.tokenizer(answer_text(title), add_special_tokens=False)["input_ids"]
+            encode = self.tokenizer
+            anchor = encode(ANSWER_ANCHOR, add_special_tokens=False)["input_ids"]
+            joined = encode(ANSWER_ANCHOR + answer_text(title), add_special_tokens=False)["input_ids"]
+            if joined[: len(anchor)] == anchor and len(joined) > len(anchor):
+                ids = joined[len(anchor) :]
+            else:
+                ids = encode(answer_text(title), add_special_tokens=False)["input_ids"]
             ids = ids + [self.tokenizer.eos_token_id]
             self._answer_cache[title] = ids
         return ids
