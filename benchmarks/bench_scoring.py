@@ -8,21 +8,35 @@ For K negatives (N = K + 1 answers per prompt) and batch B, each cell times
   ``--lora``: the same model with its adapter disabled, i.e. the frozen base),
 
 for ``method="concat"`` (one row per answer) and ``method="shared"`` (one packed
-row per example), with two token-length regimes:
+row per example), with two tokenizations:
 
-* ``bpe``: the lengths an LLM tokenizer gives for LastFM prompts and titles
-  (prompts ~150-250 tokens, answers ~6-10 tokens);
-* ``title``: one token per item title (prompts ~35-60 tokens, answers of
-  2 tokens: the title token and the end token).
+* ``bpe``: byte-level BPE (vocabulary 8000) trained on the dataset's prompts and
+  titles, as the tiny backbone's ``tokenizer: bpe`` builds it (on LastFM: prompts
+  of 101-163 tokens, answers of 2-14); without the data, lengths of a general
+  LLM tokenizer (prompts 150-250 tokens, answers 6-10);
+* ``title``: the tiny backbone's default, one token per item title (on LastFM:
+  prompts of 69-91 tokens, answers of 2 tokens: the title token and the end token).
 
-Lengths are drawn with a fixed seed from those ranges, or from real lengths with
-``--lengths-from lengths.json``, a file of the form::
+Where the tokens come from, in order of preference:
 
-    {"bpe":   {"prompt": [212, 187, ...], "answer": [7, 9, ...], "vocab_size": 32000},
-     "title": {"prompt": [48, 52, ...],   "answer": [2, 2, ...]}}
+1. ``--lengths-from lengths.json``: lengths resampled from the file, random ids.
+   The file has the form::
 
-(each regime, and ``vocab_size``, optional). Token ids are random: the cost
-does not depend on them.
+       {"bpe":   {"prompt": [212, 187, ...], "answer": [7, 9, ...], "vocab_size": 8000},
+        "title": {"prompt": [48, 52, ...],   "answer": [2, 2, ...]}}
+
+   (each regime, and ``vocab_size``, optional); ``--export-lengths`` writes one
+   from the real LastFM rows, for a machine without the data.
+2. Real LastFM, when ``<data dir>/lastfm`` exists (``--data-dir``, else
+   ``$RECPO_DATA_DIR``, else ``/work/shared/data``): ``--rows`` training rows
+   drawn with the seed, rendered by the datamodule in ``preference`` mode (the
+   target, then K negatives), tokenized by both tokenizers and collated by the
+   training collator. The timed batch is the first ``--batch-size`` of those
+   rows, with their real token ids and their first K negatives.
+3. Otherwise (or with ``--synthetic-lengths``): lengths drawn with a fixed seed
+   from the default ranges above, random ids. The cost does not depend on the ids.
+
+Each table's heading says which lengths it used and their means.
 
 Peak memory is the peak of tensor bytes allocated during the step above what
 was live when it started (activations, logits, gradients; not the weights):
@@ -32,7 +46,8 @@ CPU allocator's allocation and free events recorded by ``torch.profiler``
 
 Examples::
 
-    python benchmarks/bench_scoring.py                       # tiny Llama, CPU, ~1-3 min
+    python benchmarks/bench_scoring.py                       # tiny Llama, CPU, ~2-4 min
+    python benchmarks/bench_scoring.py --export-lengths lastfm_lengths.json
     python benchmarks/bench_scoring.py --device cuda --dtype bfloat16 \\
         --shape llama2-7b --lora --attn flex
 """
@@ -41,11 +56,15 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import platform
+import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,10 +72,19 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from recpo.models.scoring import score_answers
 
-# Default length ranges (inclusive) and vocabularies of the two regimes.
+REPO = Path(__file__).resolve().parents[1]
+# Where the shared benchmark data lives when RECPO_DATA_DIR is not set.
+DEFAULT_DATA_DIR = Path("/work/shared/data")
+BPE_VOCAB_SIZE = 8000
+BATCH_KEYS = ("prompt_ids", "prompt_mask", "answer_ids", "answer_mask")
+
+# Fallback length ranges (inclusive) and vocabularies of the two regimes, used
+# without the data. bpe: what a general LLM tokenizer gives (the dataset's own
+# 8000-token BPE is shorter on LastFM: prompts 101-163, mean 133; answers mean 3.7).
+# title: LastFM's real range (prompts 69-91 tokens, mean 85; answers always 2).
 REGIMES = {
     "bpe": {"prompt_range": (150, 250), "answer_range": (6, 10), "vocab_size": 8000},
-    "title": {"prompt_range": (35, 60), "answer_range": (2, 2), "vocab_size": 6000},
+    "title": {"prompt_range": (70, 90), "answer_range": (2, 2), "vocab_size": 9000},
 }
 
 SHAPES = {
@@ -91,6 +119,28 @@ class Measurement:
     peak_mib: float | None
 
 
+@dataclass
+class Regime:
+    """Where one table's batches come from.
+
+    Attributes:
+        name: ``bpe`` or ``title``.
+        vocab_size: the tokenizer's vocabulary (the tiny model's vocabulary).
+        source: which lengths were used, for the table heading.
+        make_batch: ``(num_answers, batch_size, device) -> (prompt_ids, prompt_mask,
+            answer_ids, answer_mask)``, shapes ``(B, P)`` and ``(B, N, A)``.
+        prompt_lens: real prompt lengths (LastFM only, for ``--export-lengths``).
+        answer_lens: real answer lengths (LastFM only).
+    """
+
+    name: str
+    vocab_size: int
+    source: str
+    make_batch: Callable[[int, int, str], tuple[Tensor, ...]]
+    prompt_lens: list[int] | None = None
+    answer_lens: list[int] | None = None
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -103,6 +153,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--regimes", nargs="+", default=["bpe", "title"], choices=sorted(REGIMES))
     parser.add_argument("--lengths-from", type=Path, help="JSON file of real token lengths")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else /work/shared/data)",
+    )
+    parser.add_argument("--rows", type=int, default=64, help="LastFM training rows tokenized")
+    parser.add_argument(
+        "--synthetic-lengths", action="store_true", help="ignore LastFM, draw lengths"
+    )
+    parser.add_argument(
+        "--export-lengths",
+        type=Path,
+        help="write the LastFM token lengths here (the --lengths-from format) and exit",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per cell (best kept)")
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: 1 on CPU, torch's choice on CUDA)"
@@ -115,6 +179,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--ks must be at least 1 (one negative)")
     if args.attn == "flex" and args.device != "cuda":
         parser.error("--attn flex needs --device cuda (FlexAttention has no CPU backward)")
+    if args.rows < args.batch_size:
+        parser.error("--rows must be at least --batch-size")
     return args
 
 
@@ -136,7 +202,7 @@ def draw_lengths(spec: dict, key: str, size: tuple[int, ...], gen: torch.Generat
     return torch.randint(low, high + 1, size, generator=gen)
 
 
-def make_batch(
+def make_synthetic_batch(
     spec: dict, batch: int, num_answers: int, vocab_size: int, seed: int, device: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Left-padded prompts and right-padded answers of drawn lengths, random ids.
@@ -156,6 +222,150 @@ def make_batch(
     return tuple(t.to(device) for t in tensors)
 
 
+def synthetic_regime(name: str, spec: dict, seed: int, origin: str) -> Regime:
+    """Lengths drawn from ``spec`` (observed lengths or ranges), random ids."""
+
+    def mean_length(key: str) -> float:
+        return statistics.fmean(spec[key] if key in spec else spec[f"{key}_range"])
+
+    source = (
+        f"{origin}: prompt mean {mean_length('prompt'):.1f} tokens, answer mean"
+        f" {mean_length('answer'):.1f} tokens, random ids (seed {seed})"
+    )
+
+    def make(num_answers: int, batch_size: int, device: str) -> tuple[Tensor, ...]:
+        return make_synthetic_batch(spec, batch_size, num_answers, spec["vocab_size"], seed, device)
+
+    return Regime(name, spec["vocab_size"], source, make)
+
+
+def default_data_dir() -> Path:
+    """``$RECPO_DATA_DIR`` if set, else the shared data folder."""
+    value = os.environ.get("RECPO_DATA_DIR")
+    return Path(value).expanduser() if value else DEFAULT_DATA_DIR
+
+
+def lastfm_datamodule(data_dir: Path, num_negatives: int, seed: int) -> Any:
+    """A ``RecDataModule`` with the source settings of ``conf/data/lastfm.yaml``."""
+    from omegaconf import OmegaConf
+
+    from recpo.data import RecDataModule
+
+    conf = OmegaConf.load(REPO / "conf" / "data" / "lastfm.yaml")
+    source = OmegaConf.to_container(conf.source, resolve=False)
+    source["data_dir"] = str(data_dir)  # replaces the ${paths.data_dir} interpolation
+    return RecDataModule(source=source, domain=conf.domain, num_negatives=num_negatives, seed=seed)
+
+
+def hf_tokenizer(tokenizer: Any) -> Any:
+    """A ``tokenizers.Tokenizer`` wrapped as the tiny backbone saves it (left padding)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from recpo.models.tiny import BOS, EOS, PAD, UNK
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        padding_side="left",
+    )
+
+
+def dataset_tokenizers(datamodule: Any, names: list[str]) -> dict[str, Any]:
+    """The tokenizers the tiny backbone builds from the dataset's prompts and titles."""
+    from recpo.models.tiny import build_bpe_tokenizer, build_title_tokenizer
+
+    titles = list(datamodule.catalog.names.values())
+    texts = datamodule.tokenizer_texts()
+    builders = {
+        "bpe": lambda: build_bpe_tokenizer(titles, texts, BPE_VOCAB_SIZE),
+        "title": lambda: build_title_tokenizer(titles, texts),
+    }
+    return {name: hf_tokenizer(builders[name]()) for name in names}
+
+
+def sample_rows(datamodule: Any, rows: int, seed: int) -> list[Any]:
+    """``rows`` training examples in ``preference`` mode, drawn with ``seed``."""
+    dataset = datamodule.dataset_for("train", "preference")
+    gen = torch.Generator().manual_seed(seed)
+    return [dataset[int(i)] for i in torch.randperm(len(dataset), generator=gen)[:rows]]
+
+
+def lastfm_regimes(
+    names: list[str], data_dir: Path, rows: int, num_negatives: int, seed: int
+) -> dict[str, Regime]:
+    """Regimes of real LastFM rows tokenized by the dataset's own tokenizers.
+
+    Every row carries the target and ``num_negatives`` negatives; a batch for K
+    negatives keeps the first K, so all K share the same rows.
+    """
+    from recpo.data import Collator
+
+    datamodule = lastfm_datamodule(data_dir, num_negatives, seed)
+    examples = sample_rows(datamodule, rows, seed)
+    regimes = {}
+    for name, tokenizer in dataset_tokenizers(datamodule, names).items():
+        collator = Collator(tokenizer)
+        prompt_lens = [len(ids) for ids in collator.prompt_ids([ex.prompt for ex in examples])]
+        answer_lens = [len(collator.answer_ids(a)) for ex in examples for a in ex.answers]
+        source = (
+            f"real LastFM ({data_dir / 'lastfm'}), {len(examples)} training rows (seed {seed})"
+            f" x {num_negatives + 1} answers: prompt mean {statistics.fmean(prompt_lens):.1f}"
+            f" tokens ({min(prompt_lens)}-{max(prompt_lens)}), answer mean"
+            f" {statistics.fmean(answer_lens):.1f} tokens ({min(answer_lens)}-{max(answer_lens)});"
+            " timed batch = the first B rows, real token ids"
+        )
+
+        def make(
+            num_answers: int, batch_size: int, device: str, collator: Any = collator
+        ) -> tuple[Tensor, ...]:
+            kept = [
+                replace(ex, answers=ex.answers[:num_answers], positions=ex.positions[:num_answers])
+                for ex in examples[:batch_size]
+            ]
+            batch = collator(kept)
+            return tuple(batch[key].to(device) for key in BATCH_KEYS)
+
+        regimes[name] = Regime(name, len(tokenizer), source, make, prompt_lens, answer_lens)
+    return regimes
+
+
+def prepare_regimes(args: argparse.Namespace) -> dict[str, Regime]:
+    """The regimes to benchmark, from the best source available (see the module doc)."""
+    if args.lengths_from is not None:
+        specs = load_regimes(args.lengths_from)
+        origin = f"lengths resampled from {args.lengths_from}"
+        return {n: synthetic_regime(n, specs[n], args.seed, origin) for n in args.regimes}
+    reason = "--synthetic-lengths given"
+    if not args.synthetic_lengths:
+        data_dir = args.data_dir or default_data_dir()
+        if (data_dir / "lastfm").is_dir():
+            try:
+                return lastfm_regimes(args.regimes, data_dir, args.rows, max(args.ks), args.seed)
+            except ImportError as err:  # the data pipeline's optional dependencies
+                reason = f"cannot read LastFM ({err})"
+        else:
+            reason = f"no LastFM data at {data_dir / 'lastfm'} (set --data-dir or RECPO_DATA_DIR)"
+    print(f"# {reason}: using synthetic lengths", flush=True)
+    specs = load_regimes(None)
+    origin = "synthetic lengths, uniform in the default ranges"
+    return {n: synthetic_regime(n, specs[n], args.seed, origin) for n in args.regimes}
+
+
+def export_lengths(regimes: dict[str, Regime], path: Path) -> None:
+    """Write the real lengths of ``regimes`` in the ``--lengths-from`` format."""
+    if any(r.prompt_lens is None for r in regimes.values()):
+        sys.exit("--export-lengths needs the real LastFM data (see --data-dir)")
+    payload = {
+        name: {"prompt": r.prompt_lens, "answer": r.answer_lens, "vocab_size": r.vocab_size}
+        for name, r in regimes.items()
+    }
+    path.write_text(json.dumps(payload))
+    print(f"wrote the token lengths of {', '.join(regimes)} to {path}")
+
+
 def build_model(args: argparse.Namespace, vocab_size: int) -> nn.Module:
     """Random-weight Llama of the requested shape, built directly on the device."""
     dims = dict(SHAPES[args.shape])
@@ -168,13 +378,20 @@ def build_model(args: argparse.Namespace, vocab_size: int) -> nn.Module:
     )
     torch.manual_seed(args.seed)
     # Built on the device in the target dtype: a float32 7B copy would need 27 GB.
+    dtype = getattr(torch, args.dtype)
     with torch.device(args.device):
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype))
+        try:
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
     if args.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad (LoRA).
-        model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False}
-        )
+        # transformers 5 renamed gradient_checkpointing_enable; accept both.
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if args.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -201,11 +418,26 @@ def reference_mode(model: nn.Module) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: the profiler's C++ side logs a
+    ``profiler_start``/``profiler_stop`` line pair there at every use."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def cpu_peak_mib(step: Callable[[], None]) -> float:
     """Peak CPU-allocator bytes held during ``step`` above those held at its start."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with silenced_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events = [e for e in events if e.device_type() == torch.autograd.DeviceType.CPU]
@@ -297,27 +529,40 @@ def ratio(slow: float | None, fast: float | None) -> str:
     return "-" if slow is None or fast is None else f"{slow / fast:.1f}x"
 
 
-def print_table(regime: str, rows: list[dict[str, object]]) -> None:
-    print(f"\n### {regime} lengths")
+def mean_real_lengths(batch: tuple[Tensor, ...]) -> tuple[float, float]:
+    """Mean real prompt and answer lengths of a batch."""
+    _, prompt_mask, _, answer_mask = batch
+    answer_lens = answer_mask.sum(-1)
+    return prompt_mask.sum(-1).float().mean().item(), answer_lens.float().mean().item()
+
+
+def print_header(regime: Regime) -> None:
+    print(f"\n### {regime.name} tokenizer (vocab {regime.vocab_size})")
+    print(f"lengths: {regime.source}")
     print(
-        "| K | N | prompt len | answer len | policy ms concat | policy ms shared | speedup"
-        " | ref ms concat | ref ms shared | speedup | policy MiB concat | policy MiB shared"
-        " | ref MiB concat | ref MiB shared | max abs dlogp |"
+        "\n| K | N | prompt len mean/padded | answer len mean/padded | policy ms concat"
+        " | policy ms shared | speedup | ref ms concat | ref ms shared | speedup"
+        " | policy MiB concat | policy MiB shared | ref MiB concat | ref MiB shared"
+        " | max abs dlogp |"
     )
-    print("|" + "---|" * 15)
-    for row in rows:
-        cp, sp = row["concat_policy"], row["shared_policy"]
-        cr, sr = row["concat_reference"], row["shared_reference"]
-        diff = row.get("max_abs_diff")
-        print(
-            f"| {row['k']} | {row['n']} | {row['prompt_len']} | {row['answer_len']}"
-            f" | {fmt(cp.ms, '.1f')} | {fmt(sp.ms, '.1f')} | {ratio(cp.ms, sp.ms)}"
-            f" | {fmt(cr.ms, '.1f')} | {fmt(sr.ms, '.1f')} | {ratio(cr.ms, sr.ms)}"
-            f" | {fmt(cp.peak_mib, '.1f')} | {fmt(sp.peak_mib, '.1f')}"
-            f" | {fmt(cr.peak_mib, '.1f')} | {fmt(sr.peak_mib, '.1f')}"
-            f" | {'-' if diff is None else f'{diff:.1e}'} |",
-            flush=True,
-        )
+    print("|" + "---|" * 15, flush=True)
+
+
+def print_row(row: dict[str, object]) -> None:
+    """One table row, printed as soon as its cell finishes (a timeout keeps earlier rows)."""
+    cp, sp = row["concat_policy"], row["shared_policy"]
+    cr, sr = row["concat_reference"], row["shared_reference"]
+    diff = row.get("max_abs_diff")
+    print(
+        f"| {row['k']} | {row['n']} | {row['prompt_mean']:.1f}/{row['prompt_len']}"
+        f" | {row['answer_mean']:.1f}/{row['answer_len']}"
+        f" | {fmt(cp.ms, '.1f')} | {fmt(sp.ms, '.1f')} | {ratio(cp.ms, sp.ms)}"
+        f" | {fmt(cr.ms, '.1f')} | {fmt(sr.ms, '.1f')} | {ratio(cr.ms, sr.ms)}"
+        f" | {fmt(cp.peak_mib, '.1f')} | {fmt(sp.peak_mib, '.1f')}"
+        f" | {fmt(cr.peak_mib, '.1f')} | {fmt(sr.peak_mib, '.1f')}"
+        f" | {'-' if diff is None else f'{diff:.1e}'} |",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -335,7 +580,10 @@ def main() -> None:
         for name in ("recompile_limit", "cache_size_limit"):  # new and old torch names
             if hasattr(torch._dynamo.config, name):
                 setattr(torch._dynamo.config, name, 256)
-    regimes = load_regimes(args.lengths_from)
+    regimes = prepare_regimes(args)
+    if args.export_lengths is not None:
+        export_lengths(regimes, args.export_lengths)
+        return
 
     memory_method = (
         "torch.cuda.max_memory_allocated"
@@ -355,40 +603,49 @@ def main() -> None:
         f"# time: best of {args.repeats} steps after {args.warmup} warm-up;"
         " policy = forward + backward, ref = forward under no_grad."
         f" peak memory above the step's start: {memory_method}."
-        f" lengths: {args.lengths_from or 'drawn from default ranges, seed ' + str(args.seed)}"
+        " Lengths: mean real tokens per prompt / per answer, and the padded width."
     )
 
     model, model_vocab = None, None
     all_rows = {}
-    for regime in args.regimes:
-        spec = regimes[regime]
-        vocab_size = SHAPES[args.shape].get("vocab_size", spec["vocab_size"])
+    for regime in regimes.values():
+        vocab_size = SHAPES[args.shape].get("vocab_size", regime.vocab_size)
         if vocab_size != model_vocab:
             model = None  # never two 7B models on the device at once
             gc.collect()
-            torch.cuda.empty_cache()
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
             model, model_vocab = build_model(args, vocab_size), vocab_size
+        print_header(regime)
         rows = []
         for k in args.ks:
-            batch = make_batch(spec, args.batch_size, k + 1, vocab_size, args.seed, args.device)
+            batch = regime.make_batch(k + 1, args.batch_size, args.device)
+            if int(batch[0].max()) >= vocab_size or int(batch[2].max()) >= vocab_size:
+                sys.exit(f"{regime.name} token ids exceed the model's vocabulary {vocab_size}")
+            prompt_mean, answer_mean = mean_real_lengths(batch)
             row: dict[str, object] = {
                 "k": k,
                 "n": k + 1,
                 "prompt_len": batch[0].shape[1],
                 "answer_len": batch[2].shape[2],
+                "prompt_mean": prompt_mean,
+                "answer_mean": answer_mean,
             }
             row.update(run_cell(model, batch, args))
+            print_row(row)
             rows.append(row)
-        print_table(f"{regime} (vocab {vocab_size})", rows)
-        all_rows[regime] = rows
+        all_rows[regime.name] = {"source": regime.source, "rows": rows}
 
     if args.json_out is not None:
         serialisable = {
-            regime: [
-                {k: (v.__dict__ if isinstance(v, Measurement) else v) for k, v in row.items()}
-                for row in rows
-            ]
-            for regime, rows in all_rows.items()
+            name: {
+                "source": entry["source"],
+                "rows": [
+                    {k: (v.__dict__ if isinstance(v, Measurement) else v) for k, v in row.items()}
+                    for row in entry["rows"]
+                ],
+            }
+            for name, entry in all_rows.items()
         }
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         args.json_out.write_text(json.dumps({"args": settings, "results": serialisable}, indent=2))

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# One prepared GPU check for recpo, for a machine with one NVIDIA GPU, Python and
+# no network: it installs nothing, says what is missing, and skips what cannot run.
+#
+#   1. env             nvidia-smi, versions of the stack, missing packages
+#   2. train_dmpo      a few PreferenceModule steps under Lightning, Llama-2-7b shape,
+#      train_dynamicpo random weights, bf16, LoRA r=8/alpha=32, gradient checkpointing,
+#                      batch 4, K=15, prompts ~200 tokens, DeepSpeed ZeRO-2 on 1 GPU
+#                      (plain bf16 + LoRA, said loudly, when deepspeed is missing):
+#                      step time and peak memory for DMPO and DynamicPO
+#   3. scoring_sdpa    benchmarks/bench_scoring.py, concat vs shared, sdpa
+#   4. po_step         benchmarks/bench_po_step.py, DMPO vs DynamicPO step time
+#   5. scoring_flex    benchmarks/bench_scoring.py with FlexAttention (compiles; last)
+#
+# Every step has its own timeout and the whole run stops starting steps once
+# GPU_CHECK_BUDGET seconds (default 480) are spent, so it ends within ~8 minutes.
+# Logs, JSON results and summary.md go to $OUT (default ./gpu_out).
+#
+# Environment:
+#   OUT                 output folder (default ./gpu_out)
+#   PYTHON              interpreter (default: the first of .venv/bin/python, python3,
+#                       python whose torch sees a GPU, else the first with torch)
+#   GPU_CHECK_SHAPE     llama2-7b (default) | tiny: the same steps on the CPU with a
+#                       2-layer model, without DeepSpeed or FlexAttention (tests this script)
+#   GPU_CHECK_BUDGET    seconds for the whole run (default 480)
+#   GPU_CHECK_STRATEGY  deepspeed | plain: force the training steps' strategy
+#   GPU_CHECK_LENGTHS   optional lengths JSON for bench_scoring --lengths-from (real
+#                       LastFM lengths written by bench_scoring.py --export-lengths,
+#                       for a machine without the data)
+#   RECPO_DATA_DIR      folder holding lastfm/ (used by the benchmarks when present)
+#
+# Usage: bash scripts/gpu_check.sh            GPU_CHECK_SHAPE=tiny bash scripts/gpu_check.sh
+
+set -uo pipefail # no -e: a failed step is recorded and the next one runs
+
+cd "$(dirname "$0")/.."
+OUT="${OUT:-./gpu_out}"
+mkdir -p "$OUT"
+SHAPE="${GPU_CHECK_SHAPE:-llama2-7b}"
+BUDGET="${GPU_CHECK_BUDGET:-480}"
+START=$SECONDS
+LAST_STATUS=
+SUMMARY="$OUT/summary.md"
+TABLE="$OUT/.steps.md"
+# Files of an earlier run in the same folder would mix into this run's summary.
+rm -f "$OUT"/{env,nvidia-smi,train_*,scoring_*,po_step}.{log,json} "$OUT/notes.txt" "$SUMMARY"
+: >"$TABLE"
+: >"$OUT/commands.txt"
+
+# The interpreter: $PYTHON if given; else the first of .venv/bin/python, python3,
+# python whose torch sees a GPU (for the GPU shape), else the first with torch.
+pick_python() {
+    local candidates=() py
+    [[ -x .venv/bin/python ]] && candidates+=(.venv/bin/python)
+    for py in python3 python; do
+        command -v "$py" >/dev/null && candidates+=("$(command -v "$py")")
+    done
+    if [[ "$SHAPE" != tiny ]]; then
+        for py in "${candidates[@]}"; do
+            "$py" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null && {
+                echo "$py"
+                return
+            }
+        done
+    fi
+    for py in "${candidates[@]}"; do
+        "$py" -c "import torch" 2>/dev/null && {
+            echo "$py"
+            return
+        }
+    done
+    echo "${candidates[0]:-python3}"
+}
+PY="${PYTHON:-$(pick_python)}"
+
+# recpo importable without installing it; nothing may reach the network.
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false HF_HUB_DISABLE_PROGRESS_BARS=1
+# Tiny backbones and synthetic data: a scratch folder, not $OUT (which is copied back).
+if [[ -z "${RECPO_CACHE_DIR:-}" ]]; then
+    RECPO_CACHE_DIR="$(mktemp -d)"
+    trap 'rm -rf "$RECPO_CACHE_DIR"' EXIT
+fi
+export RECPO_CACHE_DIR
+
+# have MODULE: whether it imports, as the env step found it (one Python start
+# instead of one per module), or tried here when that step did not finish.
+have() {
+    if grep -q '^MISSING:' "$OUT/env.log" 2>/dev/null; then
+        ! grep -q "^IMPORT_FAIL $1:" "$OUT/env.log"
+    else
+        "$PY" -c "import $1" >/dev/null 2>&1
+    fi
+}
+
+loud() {
+    printf '\n%s\n!!! %s\n%s\n\n' "$(printf '!%.0s' {1..78})" "$*" "$(printf '!%.0s' {1..78})" |
+        tee -a "$OUT/notes.txt"
+}
+
+# run NAME TIMEOUT COMMAND...: the command's output goes to $OUT/NAME.log; its
+# status and duration to the summary. The timeout shrinks to what is left of
+# the budget; with under 20 s left the step is skipped.
+run() {
+    local name=$1 limit=$2
+    shift 2
+    local left=$((BUDGET - (SECONDS - START)))
+    if ((left < 20)); then
+        echo "=== $name: SKIPPED, time budget spent"
+        echo "| $name | skipped (budget spent) | 0 s | - |" >>"$TABLE"
+        LAST_STATUS=skipped
+        return
+    fi
+    ((limit > left)) && limit=$left
+    echo "=== $name (timeout ${limit}s): $*" | tee -a "$OUT/commands.txt"
+    local t0=$SECONDS
+    timeout --kill-after=15 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    local took=$((SECONDS - t0)) status
+    case $rc in
+    0) status=ok ;;
+    124 | 137) status="TIMEOUT after ${limit}s" ;;
+    *) status="FAILED (exit $rc)" ;;
+    esac
+    LAST_STATUS=$status
+    local why
+    if [[ $rc != 0 ]]; then # the error, for the summary table (no '|' inside a cell)
+        why=$(grep -v '^\s*$' "$OUT/$name.log" | tail -n 1 | cut -c 1-160 | tr '|' '/')
+        status="$status: ${why:-no output}"
+    fi
+    echo "| $name | $status | $took s | $name.log |" >>"$TABLE"
+    echo "--- $name: $status in ${took}s; last lines of $OUT/$name.log:"
+    tail -n 30 "$OUT/$name.log"
+}
+
+skip() {
+    echo "=== $1: SKIPPED, $2"
+    echo "| $1 | skipped: $2 | 0 s | - |" >>"$TABLE"
+}
+
+if [[ "$SHAPE" == tiny ]]; then
+    DEVICE=cpu
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+    BENCH_MODEL=(--device cpu --dtype float32 --shape tiny --lora --gradient-checkpointing)
+    TRAIN_MODEL=(--device cpu --shape tiny)
+    SCORING_RUN=(--ks 1 15 --repeats 1)
+    PO_RUN=(--batch-sizes 4 --repeats 3 --warmup 1 --objective-repeats 5 --batches 2)
+elif [[ "$SHAPE" == llama2-7b ]]; then
+    DEVICE=cuda
+    BENCH_MODEL=(--device cuda --dtype bfloat16 --shape llama2-7b --lora --gradient-checkpointing)
+    TRAIN_MODEL=(--device cuda --shape llama2-7b)
+    SCORING_RUN=(--ks 1 3 7 15 --repeats 2)
+    # Every objective timing follows a 7B forward: few of them.
+    PO_RUN=(--batch-sizes 4 32 --repeats 5 --warmup 1 --objective-repeats 10 --batches 2)
+else
+    echo "GPU_CHECK_SHAPE must be llama2-7b or tiny, not '$SHAPE'" >&2
+    exit 2
+fi
+LENGTHS=()
+if [[ -n "${GPU_CHECK_LENGTHS:-}" && -f "${GPU_CHECK_LENGTHS}" ]]; then
+    LENGTHS=(--lengths-from "$GPU_CHECK_LENGTHS")
+fi
+
+echo "# gpu_check: shape=$SHAPE device=$DEVICE python=$PY out=$OUT budget=${BUDGET}s"
+
+# 1. environment ---------------------------------------------------------------
+{
+    date -u
+    hostname
+    if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "nvidia-smi: not found"; fi
+} >"$OUT/nvidia-smi.log" 2>&1
+cat "$OUT/nvidia-smi.log"
+run env 60 "$PY" scripts/gpu_check.py env
+
+if ! have torch; then
+    loud "torch is not importable with $PY: nothing else can run (set PYTHON=...)"
+fi
+if [[ "$DEVICE" == cuda ]] && ! "$PY" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    loud "torch sees no CUDA device: the GPU steps will fail (use GPU_CHECK_SHAPE=tiny on a CPU)"
+fi
+need() { # need STEP MODULE...: prints 1 when every module imports, else 0 (and says why)
+    local step=$1 module why
+    shift
+    for module in "$@"; do
+        if ! have "$module"; then
+            why=$(grep -m1 "^IMPORT_FAIL $module:" "$OUT/env.log" 2>/dev/null)
+            loud "$step: skipped, 'import $module' fails${why:+: ${why#IMPORT_FAIL }}" >&2
+            echo 0
+            return
+        fi
+    done
+    echo 1
+}
+TRAIN_DEPS=$(need "train_dmpo/train_dynamicpo" peft lightning recpo.training.preference)
+PO_DEPS=$(need "po_step" peft lightning recpo.training.preference recpo.data)
+SCORING_DEPS=$(need "scoring_sdpa/scoring_flex" transformers peft recpo.models.scoring)
+
+# 2. a few training steps, DMPO and DynamicPO ----------------------------------
+if [[ "$SHAPE" == tiny ]]; then
+    STRATEGY=plain
+    echo "(tiny shape on the CPU: DeepSpeed skipped, plain float32 + LoRA)" | tee -a "$OUT/notes.txt"
+elif have deepspeed; then
+    STRATEGY=deepspeed
+else
+    STRATEGY=plain
+    loud "deepspeed is NOT importable: the training steps run WITHOUT DeepSpeed (plain bf16 + LoRA on 1 GPU); ZeRO-2 is NOT checked"
+fi
+STRATEGY="${GPU_CHECK_STRATEGY:-$STRATEGY}"
+for objective in dmpo dynamicpo; do
+    if ((!TRAIN_DEPS)); then
+        skip "train_$objective" "missing packages (see env.log)"
+        continue
+    fi
+    run "train_$objective" 120 "$PY" scripts/gpu_check.py train --objective "$objective" \
+        --strategy "$STRATEGY" "${TRAIN_MODEL[@]}" --json-out "$OUT/train_$objective.json"
+    if [[ "$STRATEGY" == deepspeed && "$LAST_STATUS" == FAILED* ]]; then
+        # Keep the step time and memory of bf16 + LoRA at least; later runs skip DeepSpeed.
+        STRATEGY=plain
+        loud "DeepSpeed ZeRO-2 FAILED for $objective (see train_$objective.log): rerunning WITHOUT DeepSpeed"
+        run "train_${objective}_plain" 120 "$PY" scripts/gpu_check.py train \
+            --objective "$objective" --strategy plain "${TRAIN_MODEL[@]}" \
+            --json-out "$OUT/train_${objective}_plain.json"
+    fi
+done
+
+# 3. scoring benchmark, sdpa ---------------------------------------------------
+if ((SCORING_DEPS)); then
+    run scoring_sdpa 120 "$PY" benchmarks/bench_scoring.py "${BENCH_MODEL[@]}" --attn sdpa \
+        "${SCORING_RUN[@]}" ${LENGTHS[@]+"${LENGTHS[@]}"} --json-out "$OUT/scoring_sdpa.json"
+else
+    skip scoring_sdpa "missing packages (see env.log)"
+fi
+
+# 4. DMPO vs DynamicPO step time -------------------------------------------------
+if ((PO_DEPS)); then
+    run po_step 150 "$PY" benchmarks/bench_po_step.py "${BENCH_MODEL[@]}" "${PO_RUN[@]}" \
+        --json-out "$OUT/po_step.json"
+else
+    skip po_step "missing packages (see env.log)"
+fi
+
+# 5. scoring benchmark, FlexAttention (compiles per shape: last, rows kept on timeout)
+if [[ "$DEVICE" != cuda ]]; then
+    skip scoring_flex "FlexAttention needs CUDA"
+elif ((SCORING_DEPS)); then
+    # bpe only: every (K, regime) shape compiles anew, ~10-30 s each.
+    run scoring_flex 150 "$PY" benchmarks/bench_scoring.py "${BENCH_MODEL[@]}" --attn flex \
+        "${SCORING_RUN[@]}" --regimes bpe ${LENGTHS[@]+"${LENGTHS[@]}"} --json-out "$OUT/scoring_flex.json"
+else
+    skip scoring_flex "missing packages (see env.log)"
+fi
+
+# summary ------------------------------------------------------------------------
+{
+    echo "# gpu_check summary ($(date -u '+%Y-%m-%d %H:%M UTC'), shape=$SHAPE, $((SECONDS - START)) s)"
+    echo
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    else
+        echo "no nvidia-smi"
+    fi
+    grep -E '^(python|MISSING|GPU:|torch CUDA)' "$OUT/env.log" 2>/dev/null
+    [[ -f "$OUT/notes.txt" ]] && grep -E '^!!! |^\(' "$OUT/notes.txt"
+    echo
+    echo "| step | status | time | log |"
+    echo "|---|---|---|---|"
+    cat "$TABLE"
+    echo
+    for name in train_dmpo train_dmpo_plain train_dynamicpo train_dynamicpo_plain; do
+        [[ -f "$OUT/$name.log" ]] && grep -E '^RESULT' "$OUT/$name.log"
+    done
+    for name in scoring_sdpa po_step scoring_flex; do
+        [[ -f "$OUT/$name.log" ]] || continue
+        echo
+        echo "## $name"
+        grep -E '^(# |###|lengths:|\||  +[a-z -]+: )' "$OUT/$name.log"
+    done
+} >"$SUMMARY" 2>/dev/null
+rm -f "$TABLE"
+echo
+echo "================================ summary ($SUMMARY)"
+cat "$SUMMARY"
