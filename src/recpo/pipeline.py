@@ -225,6 +225,8 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown or not cfg.stages:
         raise ValueError(f"stages must be a non-empty list of {STAGES}, got {list(cfg.stages)}")
+    if cfg.backbone.get("torch_threads"):
+        torch.set_num_threads(cfg.backbone.torch_threads)
     dm: RecDataModule = hydra.utils.instantiate(cfg.data)
     dataset = dm.load()
     base = load_backbone(
