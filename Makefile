@@ -26,8 +26,8 @@ test-all: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not gpu"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

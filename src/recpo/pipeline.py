@@ -32,7 +32,13 @@ log = logging.getLogger(__name__)
 
 STAGES = ("sft", "po")
 # Data settings that do not change what SFT learns (they only matter for PO or eval).
-_NOT_SFT_DATA = ("num_negatives", "resample_negatives", "eval_batch_size", "max_eval_examples", "num_workers")
+_NOT_SFT_DATA = (
+    "num_negatives",
+    "resample_negatives",
+    "eval_batch_size",
+    "max_eval_examples",
+    "num_workers",
+)
 
 
 def is_global_zero() -> bool:
@@ -62,8 +68,14 @@ def sft_key(cfg: DictConfig) -> str:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in _NOT_SFT_DATA:
         data.pop(key, None)
-    trainer = {k: cfg.trainer.get(k) for k in ("precision", "accumulate_grad_batches", "gradient_clip_val")}
-    parts = [data, OmegaConf.to_container(cfg.backbone, resolve=True), OmegaConf.to_container(cfg.sft, resolve=True)]
+    trainer = {
+        k: cfg.trainer.get(k) for k in ("precision", "accumulate_grad_batches", "gradient_clip_val")
+    }
+    parts = [
+        data,
+        OmegaConf.to_container(cfg.backbone, resolve=True),
+        OmegaConf.to_container(cfg.sft, resolve=True),
+    ]
     return content_key(*parts, trainer, cfg.seed, bool(cfg.trainer.get("fast_dev_run")))
 
 
@@ -104,7 +116,12 @@ def load_sft(cfg: DictConfig, sft_path: Path, base: Backbone, fresh_adapter: boo
     """
     if not base.uses_lora:
         return load_backbone(
-            cfg.backbone, model_dir=None, cache_dir=cfg.paths.cache_dir, titles=[], texts=[], checkpoint=sft_path
+            cfg.backbone,
+            model_dir=None,
+            cache_dir=cfg.paths.cache_dir,
+            titles=[],
+            texts=[],
+            checkpoint=sft_path,
         )
     from peft import PeftModel
 
@@ -114,7 +131,9 @@ def load_sft(cfg: DictConfig, sft_path: Path, base: Backbone, fresh_adapter: boo
     if fresh_adapter:
         model = model.merge_and_unload()
         if cfg.backbone.get("gradient_checkpointing"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         model = add_lora(model, cfg.backbone.lora)
     return Backbone(model, load_tokenizer(sft_path, cfg.backbone.get("pad_token")), base.path, True)
 
@@ -143,14 +162,20 @@ def run_po(cfg: DictConfig, dm: RecDataModule, policy: Backbone) -> None:
     )
     if module.reference == "precompute":
         table = precompute_reference(
-            module, policy.model, dm.candidates_dataloader(), len(dm.examples("train")), dm.num_candidates
+            module,
+            policy.model,
+            dm.candidates_dataloader(),
+            len(dm.examples("train")),
+            dm.num_candidates,
         )
         module.set_reference_table(table)
     trainer = make_trainer(cfg, "po", cfg.po.max_epochs)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, "po"))
     load_best(module, trainer)
     if trainer.is_global_zero and cfg.po.save_model:
-        save_pretrained_atomic(module.model, policy.tokenizer, Path(cfg.paths.output_dir) / "po_model")
+        save_pretrained_atomic(
+            module.model, policy.tokenizer, Path(cfg.paths.output_dir) / "po_model"
+        )
     trainer.strategy.barrier()
 
 
@@ -180,12 +205,18 @@ def evaluate(
 
 def summary_table(results: dict[str, dict[str, float]], split: str = "test") -> str:
     """A small text table: one line per evaluated stage."""
-    cols = [("gen_hr@1", "HitRatio@1"), ("valid_ratio", "ValidRatio"), ("hr@1", "rank HR@1"),
-            ("hr@5", "rank HR@5"), ("ndcg@5", "rank NDCG@5")]
+    cols = [
+        ("gen_hr@1", "HitRatio@1"),
+        ("valid_ratio", "ValidRatio"),
+        ("hr@1", "rank HR@1"),
+        ("hr@5", "rank HR@5"),
+        ("ndcg@5", "rank NDCG@5"),
+    ]
     lines = [f"{split:<10}" + "".join(f"{title:>13}" for _, title in cols)]
     for tag, metrics in results.items():
         cells = "".join(
-            f"{metrics[f'{split}/{key}']:>13.4f}" if f"{split}/{key}" in metrics else f"{'-':>13}" for key, _ in cols
+            f"{metrics[f'{split}/{key}']:>13.4f}" if f"{split}/{key}" in metrics else f"{'-':>13}"
+            for key, _ in cols
         )
         lines.append(f"{tag:<10}{cells}")
     return "\n".join(lines)
@@ -258,6 +289,8 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
     split = "test" if "test" in cfg.eval.splits else cfg.eval.splits[-1]
     names = {"sft": "SFT", "po": cfg.objective._target_.rsplit(".", 1)[-1]}
     shown = {names[tag]: m for tag, m in results.items()}
-    print("\n" + summary_table(shown, split) + f"\n(random HitRatio@1 = {1 / dm.num_candidates:.3f})")
+    print(
+        "\n" + summary_table(shown, split) + f"\n(random HitRatio@1 = {1 / dm.num_candidates:.3f})"
+    )
     print(f"run folder: {cfg.paths.output_dir}")
     return metrics

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.conftest import write_llara
 
 from recpo.data.candidates import validate_candidates
 from recpo.data.errors import DataError
 from recpo.data.readers import read_llara, read_raw, read_sdpo_json
 from recpo.data.records import Example, ItemCatalog
 from recpo.data.sources import load_source
+from tests.conftest import write_llara
 
 
 def _llara(tmp_path: Path, rows: list[dict], names: str | bytes | None = None) -> Path:

@@ -125,12 +125,15 @@ def test_answer_tokens_match_the_prompt_continuation(dm, tmp_path):
     from recpo.models.tiny import build_bpe_tokenizer
 
     titles = list(dm.catalog.names.values())[:30]
-    tok = PreTrainedTokenizerFast(tokenizer_object=build_bpe_tokenizer(titles, dm.tokenizer_texts(), 600),
-                                  eos_token="</s>", pad_token="<pad>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=build_bpe_tokenizer(titles, dm.tokenizer_texts(), 600),
+        eos_token="</s>",
+        pad_token="<pad>",
+    )
     collator = Collator(tok)
     prompt = dm.dataset_for("train", "eval")[0].prompt
     for title in titles:
         whole = tok(prompt + " " + title, add_special_tokens=False)["input_ids"]
         alone = tok(prompt, add_special_tokens=False)["input_ids"]
-        assert whole[len(alone):] == collator.answer_ids(title)[:-1]
+        assert whole[len(alone) :] == collator.answer_ids(title)[:-1]
         assert collator.answer_ids(title)[-1] == tok.eos_token_id

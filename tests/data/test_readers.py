@@ -6,13 +6,13 @@ import json
 
 import pandas as pd
 import pytest
-from tests.conftest import write_llara
 
 from recpo.data.candidates import attach_candidates
 from recpo.data.convert import convert_folder
 from recpo.data.errors import DataError
 from recpo.data.readers import clean_name, read_llara, read_raw, read_sdpo_json
 from recpo.data.sources import load_source
+from tests.conftest import write_llara
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])

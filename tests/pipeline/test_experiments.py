@@ -41,8 +41,14 @@ def test_experiment_composes_and_runs(experiment, tmp_path):
     """Each experiment's stages and objective run (fast_dev_run) on the synthetic data;
     its own dataset is exercised by the *_sft runs below."""
     cfg = compose(
-        [f"+experiment={experiment}", "data=synthetic", SMALL_SYNTHETIC, "trainer.fast_dev_run=true",
-         "eval.max_examples=4", "eval.max_new_tokens=3"],
+        [
+            f"+experiment={experiment}",
+            "data=synthetic",
+            SMALL_SYNTHETIC,
+            "trainer.fast_dev_run=true",
+            "eval.max_examples=4",
+            "eval.max_new_tokens=3",
+        ],
         tmp_path,
     )
     assert cfg.task_name == experiment
@@ -56,7 +62,12 @@ def test_dataset_sft_fast_dev_run(dataset, tmp_path):
     if root is None or not (root / dataset).is_dir():
         pytest.skip(f"{dataset} data not found under RECPO_DATA_DIR / ../shared/data")
     cfg = compose(
-        [f"+experiment={dataset}_sft", f"paths.data_dir={root}", "trainer.fast_dev_run=true", "eval.max_examples=6"],
+        [
+            f"+experiment={dataset}_sft",
+            f"paths.data_dir={root}",
+            "trainer.fast_dev_run=true",
+            "eval.max_examples=6",
+        ],
         tmp_path,
     )
     _shrink(cfg)
@@ -69,8 +80,15 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     cfg = compose(
-        ["+experiment=demo", "logger=wandb", SMALL_SYNTHETIC, "trainer.fast_dev_run=true", "eval.max_examples=4",
-         "eval.max_new_tokens=3", "stages=[sft]"],
+        [
+            "+experiment=demo",
+            "logger=wandb",
+            SMALL_SYNTHETIC,
+            "trainer.fast_dev_run=true",
+            "eval.max_examples=4",
+            "eval.max_new_tokens=3",
+            "stages=[sft]",
+        ],
         tmp_path,
     )
     assert cfg.logger.wandb.offline is True

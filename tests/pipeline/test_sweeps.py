@@ -16,14 +16,28 @@ from omegaconf import open_dict
 from recpo.train import train
 from tests.conftest import CONF, REPO, compose
 
-SMALL = ["+experiment=demo", "data.source.synthetic.num_users=60", "data.max_train_examples=48",
-         "eval.max_examples=8", "eval.max_new_tokens=3", "sft.max_epochs=1", "po.max_epochs=1"]
+SMALL = [
+    "+experiment=demo",
+    "data.source.synthetic.num_users=60",
+    "data.max_train_examples=48",
+    "eval.max_examples=8",
+    "eval.max_new_tokens=3",
+    "sft.max_epochs=1",
+    "po.max_epochs=1",
+]
 
 
 def _run(args: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-m", "recpo.train", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "recpo.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kw,
+    )
 
 
 def test_committed_sweeps_compose():
@@ -32,8 +46,11 @@ def test_committed_sweeps_compose():
 
     for path in sorted((CONF / "sweep").glob("*.yaml")):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = hydra_compose("train", overrides=["+experiment=lastfm_dynamicpo", f"+sweep={path.stem}"],
-                                return_hydra_config=True)
+            cfg = hydra_compose(
+                "train",
+                overrides=["+experiment=lastfm_dynamicpo", f"+sweep={path.stem}"],
+                return_hydra_config=True,
+            )
         params = cfg.hydra.sweeper.params
         assert params, path.name
         # Job folders are named by their settings (not by time), minus the path keys.
@@ -74,9 +91,22 @@ def test_ddp_jobs_inside_a_multirun_sweep(tmp_path):
     """A 2-value -m sweep with 2 CPU processes per job: exactly two finished jobs, each
     trained under DDP once (not a re-launched sweep) with complete evaluation."""
     sweep = tmp_path / "sweep"
-    proc = _run(["-m", *SMALL, "stages=[sft,po]", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                 "trainer.precision=32-true", "seed=0,1", f"hydra.sweep.dir={sweep}",
-                 f"paths.sft_dir={tmp_path}/sft", f"paths.cache_dir={tmp_path}/cache"], timeout=600)
+    proc = _run(
+        [
+            "-m",
+            *SMALL,
+            "stages=[sft,po]",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+            f"paths.sft_dir={tmp_path}/sft",
+            f"paths.cache_dir={tmp_path}/cache",
+        ],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted(sweep.rglob("results.json"))
     assert [p.parent.name for p in results] == ["0", "1"]
@@ -97,23 +127,37 @@ def test_ddp_jobs_inside_a_multirun_sweep(tmp_path):
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     """Kill a run after its first PO checkpoint, run the same command again: it resumes
     and ends with the metrics of an uninterrupted run."""
-    args = ["+experiment=demo", "data.source.synthetic.num_users=150", "eval.max_examples=40", "sft.max_epochs=1",
-            "po.max_epochs=3", f"paths.sft_dir={tmp_path}/sft", f"paths.cache_dir={tmp_path}/cache"]
+    args = [
+        "+experiment=demo",
+        "data.source.synthetic.num_users=150",
+        "eval.max_examples=40",
+        "sft.max_epochs=1",
+        "po.max_epochs=3",
+        f"paths.sft_dir={tmp_path}/sft",
+        f"paths.cache_dir={tmp_path}/cache",
+    ]
     full = _run([*args, f"hydra.run.dir={tmp_path}/full"], timeout=900)
     assert full.returncode == 0, full.stderr[-3000:]
     expected = json.loads((tmp_path / "full" / "results.json").read_text())
 
     run_dir = tmp_path / "killed"
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen([sys.executable, "-m", "recpo.train", *args, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recpo.train", *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = run_dir / "po" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 900
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert last.exists() and not (run_dir / "results.json").exists(), "the run was not interrupted mid-PO"
+    assert last.exists() and not (run_dir / "results.json").exists(), (
+        "the run was not interrupted mid-PO"
+    )
     resumed = _run([*args, f"hydra.run.dir={run_dir}"], timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming po from" in resumed.stdout + resumed.stderr

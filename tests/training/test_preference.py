@@ -13,8 +13,13 @@ from recpo.training.preference import PreferenceModule, precompute_reference
 
 def tiny_model(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64)
+    config = LlamaConfig(
+        vocab_size=60,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -27,7 +32,6 @@ def make_batch(b: int = 3, k: int = 4, seed: int = 0) -> dict:
     prompt_mask[0, :2] = 0
     answer_ids = torch.randint(3, 60, (b, 6, 2), generator=g)
     answer_ids[:, :, 1] = 2
-    answer_mask = torch.ones(b, 6, 2, dtype=torch.long)
     positions = torch.stack([torch.randperm(6, generator=g)[: 1 + k] for _ in range(b)])
     chosen = answer_ids.gather(1, positions[:, :, None].expand(-1, -1, 2))
     return {
@@ -43,8 +47,12 @@ def make_batch(b: int = 3, k: int = 4, seed: int = 0) -> dict:
 
 
 def module(reference: str, objective=dmpo, model=None) -> PreferenceModule:
-    m = PreferenceModule(model or tiny_model(), objective=objective,
-                         optimizer=lambda p: torch.optim.SGD(p, lr=0.1), reference=reference)
+    m = PreferenceModule(
+        model or tiny_model(),
+        objective=objective,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        reference=reference,
+    )
     m.log = m.log_dict = lambda *a, **k: None
     return m
 
@@ -56,15 +64,22 @@ def test_copy_reference_starts_equal_to_policy():
     logps = m.preference_logps(make_batch())
     assert torch.allclose(logps.policy_chosen, logps.ref_chosen)
     out = m.objective(logps)
-    assert torch.allclose(out.losses, torch.full((3,), torch.log(torch.tensor(2.0)).item()), atol=1e-6)
+    assert torch.allclose(
+        out.losses, torch.full((3,), torch.log(torch.tensor(2.0)).item()), atol=1e-6
+    )
 
 
 def test_precomputed_reference_equals_live_reference():
     batch = make_batch()
     live = module("copy")
     pre = module("precompute", model=live.model)
-    loader = [{**batch, "answer_ids": batch["all_answer_ids"],
-               "answer_mask": torch.ones_like(batch["all_answer_ids"])}]
+    loader = [
+        {
+            **batch,
+            "answer_ids": batch["all_answer_ids"],
+            "answer_mask": torch.ones_like(batch["all_answer_ids"]),
+        }
+    ]
     table = precompute_reference(pre, live.ref_model, loader, num_examples=3, num_candidates=6)
     pre.set_reference_table(table)
     a = live.preference_logps(batch)
@@ -94,8 +109,10 @@ def test_lora_reference_is_adapter_disabled():
     base = tiny_model()
     batch = make_batch()
     plain = module("copy", model=tiny_model()).score(base, batch).logps
-    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                           init_lora_weights=False))
+    peft = get_peft_model(
+        base,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     m = module("disable_adapter", model=peft)
     ref = m.reference_logps(batch)
     assert torch.allclose(ref, plain, atol=1e-5)

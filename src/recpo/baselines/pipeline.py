@@ -86,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
 
     trainer, checkpoint = make_trainer(cfg, out)
+    status = "failed"
     try:
         trainer.fit(module, datamodule=data)
         best_epoch = None
@@ -98,9 +99,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics.update(trainer.validate(module, datamodule=data, verbose=False)[0])
         metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
         metrics = {k: float(v) for k, v in sorted(metrics.items())}
+        status = "success"
     finally:
+        # Close the loggers (a W&B run, the CSV file) even when training fails.
         for logger in trainer.loggers:
-            logger.finalize("success")
+            logger.finalize(status)
 
     summary: dict[str, Any] = {
         "task_name": cfg.task_name,

@@ -106,7 +106,9 @@ class PromptDataset(Dataset):
             others = [j for j in range(len(candidates)) if j != target_pos]
             positions, target_index = [target_pos] + [others[j] for j in self._negatives[i]], 0
         answers = [candidates[j] for j in positions]
-        return PromptedExample(prompt, answers, target, candidates, target_index, ex.row, i, positions)
+        return PromptedExample(
+            prompt, answers, target, candidates, target_index, ex.row, i, positions
+        )
 
 
 class Collator:
@@ -133,7 +135,9 @@ class Collator:
         if ids is None:
             encode = self.tokenizer
             anchor = encode(ANSWER_ANCHOR, add_special_tokens=False)["input_ids"]
-            joined = encode(ANSWER_ANCHOR + answer_text(title), add_special_tokens=False)["input_ids"]
+            joined = encode(ANSWER_ANCHOR + answer_text(title), add_special_tokens=False)[
+                "input_ids"
+            ]
             if joined[: len(anchor)] == anchor and len(joined) > len(anchor):
                 ids = joined[len(anchor) :]
             else:

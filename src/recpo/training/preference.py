@@ -62,14 +62,18 @@ class PreferenceModule(LLMStage):
         return {k: v for k, v in state.items() if not k.startswith("ref_model.")}
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return super().load_state_dict(state_dict, strict=False if self.ref_model is not None else strict, assign=assign)
+        return super().load_state_dict(
+            state_dict, strict=False if self.ref_model is not None else strict, assign=assign
+        )
 
     def set_reference_table(self, table: Tensor) -> None:
         """``(num_train_examples, num_candidates)`` reference log-probs (``precompute``)."""
         self.ref_table = table
 
     def _reference_context(self) -> AbstractContextManager:
-        return self.model.disable_adapter() if self.reference == "disable_adapter" else nullcontext()
+        return (
+            self.model.disable_adapter() if self.reference == "disable_adapter" else nullcontext()
+        )
 
     def reference_logps(self, batch: dict[str, Any]) -> Tensor | None:
         """``(B, 1+K)`` reference log-probs of the batch's answers (None without reference)."""
@@ -107,7 +111,8 @@ class PreferenceModule(LLMStage):
         valid = logps.valid
         logs = {
             "logps/chosen": logps.policy_chosen.detach().mean(),
-            "logps/rejected": (logps.policy_rejected.detach() * valid).sum() / valid.sum().clamp_min(1),
+            "logps/rejected": (logps.policy_rejected.detach() * valid).sum()
+            / valid.sum().clamp_min(1),
             "rewards/chosen": out.chosen_rewards.mean(),
             "rewards/rejected": (out.rejected_rewards * valid).sum() / valid.sum().clamp_min(1),
         }
@@ -117,7 +122,9 @@ class PreferenceModule(LLMStage):
 
 
 @torch.no_grad()
-def precompute_reference(module: LLMStage, model: Any, loader: Any, num_examples: int, num_candidates: int) -> Tensor:
+def precompute_reference(
+    module: LLMStage, model: Any, loader: Any, num_examples: int, num_candidates: int
+) -> Tensor:
     """Reference log-probs of every candidate of every training row, ``(N, C)``."""
     from tqdm.auto import tqdm
 

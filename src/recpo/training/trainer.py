@@ -30,7 +30,11 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
     """One logger per entry of ``cfg.logger``; each stage gets its own CSV version / W&B run."""
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
-        extra = {"version": stage} if name == "csv" else {"name": f"{cfg.task_name}-{stage}", "job_type": stage}
+        extra = (
+            {"version": stage}
+            if name == "csv"
+            else {"name": f"{cfg.task_name}-{stage}", "job_type": stage}
+        )
         loggers.append(hydra.utils.instantiate(node, **extra))
     # The whole run config (objective, data, backbone, ...) goes with every logger,
     # so dashboards can group and filter runs by any setting.
