@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from recpo.models.tiny import content_key
 from recpo.training.common import save_pretrained_atomic
 from recpo.training.preference import PreferenceModule, precompute_reference
 from recpo.training.sft import SFTModule
-from recpo.training.trainer import make_trainer
+from recpo.training.trainer import is_rank_zero, make_trainer
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +38,6 @@ _NOT_SFT_DATA = (
     "max_eval_examples",
     "num_workers",
 )
-
-
-def is_global_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def load_best(module: torch.nn.Module, trainer: Any) -> None:
@@ -64,19 +59,23 @@ def resume_path(cfg: DictConfig, stage: str) -> str | None:
 
 
 def sft_key(cfg: DictConfig) -> str:
-    """Content key of an SFT result: everything that changes the SFT weights."""
+    """Content key of an SFT result: everything that changes the SFT weights (not
+    where files live, not PO or evaluation settings)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in _NOT_SFT_DATA:
         data.pop(key, None)
+    for key in ("data_dir", "cache_dir"):
+        data["source"].pop(key, None)
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    backbone.pop("po_lr", None)
+    sft = OmegaConf.to_container(cfg.sft, resolve=True)
+    sft.pop("reuse", None)
     trainer = {
         k: cfg.trainer.get(k) for k in ("precision", "accumulate_grad_batches", "gradient_clip_val")
     }
-    parts = [
-        data,
-        OmegaConf.to_container(cfg.backbone, resolve=True),
-        OmegaConf.to_container(cfg.sft, resolve=True),
-    ]
-    return content_key(*parts, trainer, cfg.seed, bool(cfg.trainer.get("fast_dev_run")))
+    return content_key(
+        data, backbone, sft, trainer, cfg.seed, bool(cfg.trainer.get("fast_dev_run"))
+    )
 
 
 def sft_folder(cfg: DictConfig) -> Path:
@@ -234,7 +233,7 @@ def sft_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone) -> tuple[Path,
         log.info("reusing SFT model %s (content key match)", folder)
     else:
         run_sft(cfg, dm, base, folder)
-    if not is_global_zero():
+    if not is_rank_zero():
         return folder, {}
     Path(cfg.paths.output_dir, "sft_model.txt").write_text(str(folder.resolve()) + "\n")
     # The SFT evaluation is stored with the SFT model (keyed by the eval settings too)
@@ -280,9 +279,9 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
                 raise FileNotFoundError(f"po needs an SFT model at {sft_path}: add 'sft' to stages")
         policy = load_sft(cfg, sft_path, base, fresh_adapter=True)
         run_po(cfg, dm, policy)
-        if is_global_zero():
+        if is_rank_zero():
             results["po"] = evaluate(cfg, dm, policy, "po")
-    if not is_global_zero():
+    if not is_rank_zero():
         return {}
     final = results[cfg.stages[-1]]
     metrics = {**final, **{f"{tag}:{k}": v for tag, m in results.items() for k, v in m.items()}}

@@ -20,16 +20,12 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from recpo.data.errors import DataError
+from recpo.training.trainer import is_rank_zero
 
 log = logging.getLogger("recpo")
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # Variables Lightning's process launcher sets in the launching process.
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
-
-
-def is_launcher_rank() -> bool:
-    """True in the process that writes results (rank 0, or the only process)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def _job_settings(cfg: DictConfig) -> dict:
@@ -59,11 +55,11 @@ def train(cfg: DictConfig) -> dict:
         return json.loads(results.read_text())
     L.seed_everything(cfg.seed, workers=True)
     out.mkdir(parents=True, exist_ok=True)
-    if is_launcher_rank():
+    if is_rank_zero():
         OmegaConf.save(cfg, out / "config.yaml", resolve=False)
     run = hydra.utils.instantiate(cfg.task)
     metrics = run(cfg)
-    if is_launcher_rank():
+    if is_rank_zero():
         tmp = out / "results.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
         tmp.replace(results)
@@ -86,7 +82,7 @@ def single_job_argv():
     from omegaconf import open_dict, read_write
 
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN or not is_launcher_rank() or "LOCAL_RANK" in os.environ:
+    if hc.mode != RunMode.MULTIRUN or not is_rank_zero() or "LOCAL_RANK" in os.environ:
         yield
         return
     saved_argv, saved_env = list(sys.argv), {k: os.environ.get(k) for k in _DDP_ENV}

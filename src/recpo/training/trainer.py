@@ -13,6 +13,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 
+def is_rank_zero() -> bool:
+    """True in the process that evaluates and writes results (rank 0, or the only one).
+
+    Read from the environment Lightning's launcher sets, so it also holds before and
+    after a Trainer exists.
+    """
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file and renames it into place, so an
     interrupted write never leaves a truncated checkpoint behind."""
