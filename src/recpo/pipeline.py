@@ -232,6 +232,9 @@ def sft_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone) -> tuple[Path,
     if reuse:
         log.info("reusing SFT model %s (content key match)", folder)
     else:
+        if folder.exists():
+            # sft.reuse=false with a stored result: train again, keep the stored one.
+            folder = Path(cfg.paths.output_dir) / "sft_model"
         run_sft(cfg, dm, base, folder)
     if not is_rank_zero():
         return folder, {}

@@ -88,6 +88,7 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
             "eval.max_examples=4",
             "eval.max_new_tokens=3",
             "stages=[sft]",
+            "sft.reuse=false",  # train here even when another test stored this SFT result
         ],
         tmp_path,
     )

@@ -192,3 +192,18 @@ def test_sft_key_ignores_paths_and_po_settings(tmp_path):
         assert sft_key(compose(["+experiment=lastfm_dmpo", change], tmp_path)) != sft_key(base), (
             change
         )
+
+
+def test_sft_reuse_off_trains_again_and_keeps_the_stored_model(tmp_path):
+    cfg = compose([*SMALL, "stages=[sft]"], tmp_path / "a")
+    with open_dict(cfg):
+        cfg.paths.sft_dir = str(tmp_path / "sft")
+    train(cfg)
+    stored = next((tmp_path / "sft").iterdir())
+    stamp = (stored / "config.json").stat().st_mtime_ns
+    again = compose([*SMALL, "stages=[sft]", "sft.reuse=false"], tmp_path / "b")
+    with open_dict(again):
+        again.paths.sft_dir = str(tmp_path / "sft")
+    train(again)
+    assert (stored / "config.json").stat().st_mtime_ns == stamp
+    assert (Path(again.paths.output_dir) / "sft_model" / "config.json").is_file()
