@@ -128,7 +128,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else /work/shared/data)",
+        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else ../shared/data beside the repo)",
     )
     parser.add_argument("--synthetic", action="store_true", help="use the synthetic dataset")
     parser.add_argument(

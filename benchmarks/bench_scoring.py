@@ -28,7 +28,7 @@ Where the tokens come from, in order of preference:
    (each regime, and ``vocab_size``, optional); ``--export-lengths`` writes one
    from the real LastFM rows, for a machine without the data.
 2. Real LastFM, when ``<data dir>/lastfm`` exists (``--data-dir``, else
-   ``$RECPO_DATA_DIR``, else ``/work/shared/data``): ``--rows`` training rows
+   ``$RECPO_DATA_DIR``, else ``../shared/data`` beside the repo): ``--rows`` training rows
    drawn with the seed, rendered by the datamodule in ``preference`` mode (the
    target, then K negatives), tokenized by both tokenizers and collated by the
    training collator. The timed batch is the first ``--batch-size`` of those
@@ -74,7 +74,8 @@ from recpo.models.scoring import score_answers
 
 REPO = Path(__file__).resolve().parents[1]
 # Where the shared benchmark data lives when RECPO_DATA_DIR is not set.
-DEFAULT_DATA_DIR = Path("/work/shared/data")
+# The shared datasets beside the checkout (as in the tests).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 BPE_VOCAB_SIZE = 8000
 BATCH_KEYS = ("prompt_ids", "prompt_mask", "answer_ids", "answer_mask")
 
@@ -156,7 +157,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else /work/shared/data)",
+        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else ../shared/data beside the repo)",
     )
     parser.add_argument("--rows", type=int, default=64, help="LastFM training rows tokenized")
     parser.add_argument(
@@ -257,25 +258,9 @@ def lastfm_datamodule(data_dir: Path, num_negatives: int, seed: int) -> Any:
     return RecDataModule(source=source, domain=conf.domain, num_negatives=num_negatives, seed=seed)
 
 
-def hf_tokenizer(tokenizer: Any) -> Any:
-    """A ``tokenizers.Tokenizer`` wrapped as the tiny backbone saves it (left padding)."""
-    from transformers import PreTrainedTokenizerFast
-
-    from recpo.models.tiny import BOS, EOS, PAD, UNK
-
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        padding_side="left",
-    )
-
-
 def dataset_tokenizers(datamodule: Any, names: list[str]) -> dict[str, Any]:
     """The tokenizers the tiny backbone builds from the dataset's prompts and titles."""
-    from recpo.models.tiny import build_bpe_tokenizer, build_title_tokenizer
+    from recpo.models.tiny import build_bpe_tokenizer, build_title_tokenizer, to_hf_tokenizer
 
     titles = list(datamodule.catalog.names.values())
     texts = datamodule.tokenizer_texts()
@@ -283,7 +268,7 @@ def dataset_tokenizers(datamodule: Any, names: list[str]) -> dict[str, Any]:
         "bpe": lambda: build_bpe_tokenizer(titles, texts, BPE_VOCAB_SIZE),
         "title": lambda: build_title_tokenizer(titles, texts),
     }
-    return {name: hf_tokenizer(builders[name]()) for name in names}
+    return {name: to_hf_tokenizer(builders[name]()) for name in names}
 
 
 def sample_rows(datamodule: Any, rows: int, seed: int) -> list[Any]:

@@ -77,7 +77,8 @@ def build_bpe_tokenizer(
     return tok
 
 
-def _to_hf(tok: Tokenizer):
+def to_hf_tokenizer(tok: Tokenizer):
+    """Wrap a ``tokenizers.Tokenizer`` as the tiny backbone saves it (left padding)."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
@@ -140,7 +141,7 @@ def build_tiny_backbone(
         tok = build_title_tokenizer(titles, texts)
     else:
         tok = build_bpe_tokenizer(titles, texts, bpe_vocab_size)
-    hf_tok = _to_hf(tok)
+    hf_tok = to_hf_tokenizer(tok)
     config = LlamaConfig(
         vocab_size=len(hf_tok),
         bos_token_id=hf_tok.bos_token_id,
