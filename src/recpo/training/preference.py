@@ -108,16 +108,9 @@ class PreferenceModule(LLMStage):
         loss = out.losses.mean()
         b = logps.batch_size
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
-        valid = logps.valid
-        logs = {
-            "logps/chosen": logps.policy_chosen.detach().mean(),
-            "logps/rejected": (logps.policy_rejected.detach() * valid).sum()
-            / valid.sum().clamp_min(1),
-            "rewards/chosen": out.chosen_rewards.mean(),
-            "rewards/rejected": (out.rejected_rewards * valid).sum() / valid.sum().clamp_min(1),
-        }
-        logs.update(out.metrics)
-        self.log_dict({f"train/{k}": v.float() for k, v in logs.items()}, batch_size=b)
+        # Every objective reports rewards, log-probs, boundary shares (and, for the
+        # DynamicPO family, selection and beta statistics) as detached scalars.
+        self.log_dict({f"train/{k}": v.float() for k, v in out.metrics.items()}, batch_size=b)
         return loss
 
 
