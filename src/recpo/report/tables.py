@@ -1,0 +1,287 @@
+"""Tables shaped like the paper's: Table 2 (methods × datasets), Table 4 (objectives with
+and without DynamicPO), Table 6 (ablations), Table 7 (Top-K vs DynamicPO).
+
+Every cell is the mean ± sample std over the seeds of one condition with its n; rows
+are methods, plus a column for each setting (K, α, γ, backbone, ...) that varies among
+the table's conditions, so a row never merges different settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from recpo.report.collect import (
+    _BASES,
+    CONTEXT,
+    METRICS,
+    PLUGINS,
+    Condition,
+    ReportError,
+    Stat,
+    _orderable,
+    is_full_plugin,
+    method_rank,
+    objective_name,
+    sort_key,
+)
+
+CONTEXT_TITLES = {
+    "backbone": "backbone",
+    "tokenizer": "tokenizer",
+    "candidates": "candidates",
+    "stages": "stages",
+    "num_negatives": "K",
+    "alpha": "α",
+    "gamma": "γ",
+}
+
+
+def show(value) -> str:
+    """A setting as a table cell: ``–`` for unset, lists joined with ``+``."""
+    if value is None or value == "–":
+        return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "+".join(show(v) for v in value)
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return show(json.loads(value))
+        except json.JSONDecodeError:
+            return value
+    return str(value)
+
+
+@dataclass
+class Table:
+    """A table: row-label columns, then one cell per (dataset, metric)."""
+
+    name: str
+    title: str
+    note: str
+    columns: list[str]
+    rows: list[tuple[list[str], dict[tuple[str, str], Stat]]]
+    datasets: list[str]
+    metrics: list[str]
+    split: str
+
+    def frame(self) -> pd.DataFrame:
+        """Wide CSV layout: the label columns, then ``<dataset>/<metric>/{mean,std,n}``."""
+        records = []
+        for labels, cells in self.rows:
+            record: dict[str, object] = dict(zip(self.columns, labels, strict=True))
+            for dataset in self.datasets:
+                for metric in self.metrics:
+                    stat = cells.get((dataset, metric), Stat(math.nan, math.nan, 0))
+                    record[f"{dataset}/{self.split}/{metric}/mean"] = stat.mean
+                    record[f"{dataset}/{self.split}/{metric}/std"] = stat.std
+                    record[f"{dataset}/{self.split}/{metric}/n"] = stat.n
+            records.append(record)
+        return pd.DataFrame.from_records(records)
+
+    def markdown(self) -> str:
+        one = len(self.datasets) == 1
+        heads = [
+            METRICS[m] if one else f"{d} {METRICS[m]}" for d in self.datasets for m in self.metrics
+        ]
+        header = [*self.columns, *heads]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---"] * len(self.columns) + ["---:"] * len(heads)) + "|",
+        ]
+        for labels, cells in self.rows:
+            values = [
+                cells.get((d, m), Stat(math.nan, math.nan, 0)).text()
+                for d in self.datasets
+                for m in self.metrics
+            ]
+            lines.append("| " + " | ".join([*labels, *values]) + " |")
+        where = f"dataset {self.datasets[0]}, " if one else ""
+        caption = (
+            f"**{self.title}** ({where}{self.split} split; mean ± sample std over seeds, "
+            "n = seeds). " + self.note
+        ).strip()
+        return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
+def build_table(
+    name: str,
+    title: str,
+    note: str,
+    conditions: list[Condition],
+    label: Callable[[Condition], dict[str, str]],
+    split: str,
+    metrics: list[str] | None = None,
+    order: Callable[[Condition], tuple] | None = None,
+) -> Table:
+    """Rows: ``label(cond)`` plus the settings that vary among ``conditions``, in the
+    order of ``order(cond)`` (default: paper order of methods, then settings); columns:
+    each dataset × metric."""
+    metrics = metrics or list(METRICS)
+    context = [
+        n
+        for n in CONTEXT
+        if len({json.dumps(c.factors.get(n)) for c in conditions if c.factors.get(n) is not None})
+        > 1
+    ]
+    extras = sorted(
+        {
+            k
+            for k in {k for c in conditions for k in c.extras}
+            if len({json.dumps(c.extras.get(k, "–"), default=str) for c in conditions}) > 1
+        }
+    )
+    datasets = sorted({str(c.factors["dataset"]) for c in conditions})
+    columns: list[str] = []
+    rows: dict[tuple[str, ...], dict[str, Condition]] = {}
+    row_rank: dict[tuple[str, ...], tuple] = {}
+    for cond in conditions:
+        head = label(cond)
+        columns = list(head) + [CONTEXT_TITLES[n] for n in context] + extras
+        key = (
+            *head.values(),
+            *(show(cond.factors.get(n)) for n in context),
+            *(show(cond.extras.get(k, "–")) for k in extras),
+        )
+        dataset = str(cond.factors["dataset"])
+        slot = rows.setdefault(key, {})
+        if dataset in slot:
+            raise ReportError(
+                f"{title}: two settings share the row {' / '.join(key)} on {dataset}: "
+                f"{slot[dataset].first.job.path} and {cond.first.job.path}"
+            )
+        slot[dataset] = cond
+        rank = order(cond) if order else sort_key(cond)[1:]
+        row_rank[key] = min(row_rank.get(key, rank), rank)
+    table_rows = []
+    for key in sorted(rows, key=lambda k: row_rank[k]):
+        cells = {(d, m): cond.stat(split, m) for d, cond in rows[key].items() for m in metrics}
+        table_rows.append((list(key), cells))
+    return Table(name, title, note, columns, table_rows, datasets, metrics, split)
+
+
+def _method(cond: Condition) -> dict[str, str]:
+    return {"method": cond.method}
+
+
+def table2(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
+    """Every method on every dataset (the paper's Table 2, with the ranking metrics)."""
+    note = (
+        "HitRatio@1 / ValidRatio: generation (the paper's protocol); rank: likelihood "
+        "ranking of the candidates. SFT rows come from the SFT stage of the jobs (once per "
+        "seed); traditional baselines rank the candidates, so their HitRatio@1 is their rank "
+        "HR@1 and their ValidRatio 1."
+    )
+    return build_table("table2", "Table 2: methods", note, conditions, _method, split), ""
+
+
+def table4(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
+    """Each multi-negative objective, plain ("naive") and with DynamicPO."""
+    chosen: list[tuple[Condition, str, str]] = []
+    for cond in conditions:
+        name = objective_name(cond.first)
+        if name in ("dmpo", "sdpo", "mppo"):
+            chosen.append((cond, name, "naive"))
+        elif cond.stage == "po" and is_full_plugin(cond.first):
+            chosen.append((cond, PLUGINS[name], "DynamicPO"))
+    pairs = {base for _, base, v in chosen if v == "naive"}
+    pairs &= {base for _, base, v in chosen if v == "DynamicPO"}
+    if not pairs:
+        found = sorted({c.method for c, _, _ in chosen}) or ["none"]
+        return None, (
+            "Table 4 (objective × with/without DynamicPO) skipped: needs a plain objective "
+            "(DMPO, S-DPO or MPPO) and its DynamicPO version; found " + ", ".join(found)
+        )
+    kept = [(c, b, v) for c, b, v in chosen if b in pairs]
+    labels = {id(c): {"objective": _BASES[b], "variant": v} for c, b, v in kept}
+    ranks = {
+        id(c): (list(_BASES).index(b), *(_orderable(c.factors.get(n)) for n in CONTEXT), v)
+        for c, b, v in kept
+    }
+    table = build_table(
+        "table4",
+        "Table 4: DynamicPO on each multi-negative objective",
+        "",
+        [c for c, _, _ in kept],
+        lambda c: labels[id(c)],
+        split,
+        order=lambda c: ranks[id(c)],
+    )
+    return table, ""
+
+
+def table6(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
+    """DynamicPO with Stage I, Stage II and dynamic β switched off, beside the plain
+    objective and the full method."""
+    families = {
+        PLUGINS[objective_name(c.first)]
+        for c in conditions
+        if objective_name(c.first) in PLUGINS and not is_full_plugin(c.first)
+    }
+    if not families:
+        return None, (
+            "Table 6 (ablations) skipped: no DynamicPO job with objective.stage1, "
+            "objective.stage2 or objective.dynamic_beta switched off"
+        )
+    chosen = [
+        c
+        for c in conditions
+        if objective_name(c.first) in families
+        or (objective_name(c.first) in PLUGINS and PLUGINS[objective_name(c.first)] in families)
+    ]
+    table = build_table(
+        "table6",
+        "Table 6: ablations of DynamicPO",
+        "w/o Stage (I & II) & dynamic β is the plain objective.",
+        chosen,
+        _method,
+        split,
+    )
+    return table, ""
+
+
+def table7(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
+    """Top-K selection against DynamicPO's boundary selection."""
+    topk = [c for c in conditions if objective_name(c.first) == "topk"]
+    dynamic = [
+        c for c in conditions if objective_name(c.first) == "dynamicpo" and is_full_plugin(c.first)
+    ]
+    if not topk or not dynamic:
+        missing = " and ".join(
+            w for w, have in (("Top-K", topk), ("DynamicPO (all switches on)", dynamic)) if not have
+        )
+        return None, f"Table 7 (Top-K vs DynamicPO) skipped: no finished {missing} job"
+
+    def label(cond: Condition) -> dict[str, str]:
+        if objective_name(cond.first) == "topk":
+            f = cond.first.factors
+            extra = " + dynamic β" if f.get("dynamic_beta") else ""
+            return {"method": "Top-K", "strategy": f"k={f.get('k')}{extra}"}
+        return {"method": "DynamicPO", "strategy": "DynamicPO"}
+
+    table = build_table(
+        "table7", "Table 7: Top-K vs DynamicPO", "", [*topk, *dynamic], label, split
+    )
+    return table, ""
+
+
+def make_tables(conditions: list[Condition], split: str) -> tuple[list[Table], list[str]]:
+    """The tables the conditions support, and one line per table skipped."""
+    tables, skipped = [], []
+    for build in (table2, table4, table6, table7):
+        table, reason = build(conditions, split)
+        if table is not None:
+            tables.append(table)
+        else:
+            skipped.append(reason)
+    return tables, skipped
+
+
+__all__ = ["Table", "build_table", "make_tables", "method_rank", "show"]
