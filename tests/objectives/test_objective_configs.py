@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
-from recpo.objectives import ObjectiveOutput, PreferenceLogps
+from recpo.objectives import Objective, ObjectiveOutput, PreferenceLogps
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 NAMES = [
@@ -46,14 +47,17 @@ def test_every_required_choice_exists() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_keys_are_the_keyword_arguments_of_the_target(name: str) -> None:
+    """Every hyperparameter (a field of the target class) is a key, with its default,
+    so ``objective.<key>=...`` works for each of them."""
     cfg = OmegaConf.load(CONF / "objective" / f"{name}.yaml")
-    assert cfg._partial_ is True
+    assert "_partial_" not in cfg  # the objective object is built, not a partial
     target = get_method(cfg._target_)
+    assert isinstance(target, type) and issubclass(target, Objective)
     parameters = inspect.signature(target).parameters
     keywords = {n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     keys = {k for k in cfg if not str(k).startswith("_")}
-    assert keys <= keywords, keys - keywords
-    for key in keys - {"state"}:  # the yaml repeats the function's defaults
+    assert keys == keywords and len(parameters) == len(keywords)
+    for key in keys - {"state"}:  # the yaml repeats the class's defaults
         assert cfg[key] == parameters[key].default, key
 
 
@@ -74,7 +78,7 @@ def test_command_line_overrides_reach_the_function() -> None:
             overrides=["+objective=dynamicpo", "objective.gamma=2.0", "objective.stage1=false"]
         )
     objective = instantiate(cfg.objective)
-    assert objective.keywords["gamma"] == 2.0 and objective.keywords["stage1"] is False
+    assert objective.gamma == 2.0 and objective.stage1 is False
     logps = logps_for("dynamicpo")
     from recpo.objectives import dynamicpo
 
@@ -86,6 +90,49 @@ def test_command_line_overrides_reach_the_function() -> None:
 def test_beta_dpo_state_is_one_object_per_instantiation() -> None:
     cfg = OmegaConf.load(CONF / "objective" / "beta_dpo.yaml")
     first, second = instantiate(cfg), instantiate(cfg)
-    assert first.keywords["state"] is not second.keywords["state"]
+    assert first.state is not second.state
     first(logps_for("beta_dpo"))
-    assert first.keywords["state"].mean is not None and second.keywords["state"].mean is None
+    assert first.state.mean is not None and second.state.mean is None
+
+
+# What each objective reads besides the policy log-likelihoods, with its defaults.
+NEEDS = {
+    "dpo": (True, False),
+    "dmpo": (True, False),
+    "sdpo": (True, False),
+    "mppo": (False, True),
+    "dynamicpo": (True, False),
+    "dynamicpo_sdpo": (True, False),
+    "dynamicpo_mppo": (False, True),
+    "topk": (True, False),
+    "beta_dpo": (True, False),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_objective_declares_what_it_reads(name: str) -> None:
+    """The declarations match what the objective does: without reference log-probs an
+    objective that declares it needs them fails and any other works; likewise for the
+    token counts; ``objective.reference_free=true`` removes the need for a reference."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(overrides=[f"+objective={name}"])
+    objective = instantiate(cfg.objective)
+    assert (objective.needs_reference, objective.needs_token_counts) == NEEDS[name]
+    full = logps_for(name)
+    without_reference = dataclasses.replace(full, ref_chosen=None, ref_rejected=None)
+    without_tokens = dataclasses.replace(full, chosen_tokens=None, rejected_tokens=None)
+    for logps, needed in (
+        (without_reference, objective.needs_reference),
+        (without_tokens, objective.needs_token_counts),
+    ):
+        if needed:
+            with pytest.raises(ValueError, match="reference|token counts"):
+                objective(logps)
+        else:
+            assert torch.isfinite(objective(logps).losses).all()
+    if "reference_free" in cfg.objective:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            free = compose(overrides=[f"+objective={name}", "objective.reference_free=true"])
+        objective = instantiate(free.objective)
+        assert not objective.needs_reference
+        assert torch.isfinite(objective(without_reference).losses).all()

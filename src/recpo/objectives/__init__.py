@@ -1,8 +1,12 @@
 """Preference objectives on log-prob tensors: DPO, DMPO, S-DPO, MPPO and DynamicPO.
 
-Every objective is ``objective(logps: PreferenceLogps, **hyperparameters) ->
-ObjectiveOutput`` and is chosen with the Hydra config group ``objective``
-(``conf/objective/<name>.yaml``, ``_partial_: true``).
+Every objective is an :class:`Objective`: a frozen dataclass whose fields are its
+hyperparameters, which declares ``needs_reference`` and ``needs_token_counts``, and
+is called as ``objective(logps: PreferenceLogps) -> ObjectiveOutput``. It is chosen
+with the Hydra config group ``objective`` (``conf/objective/<name>.yaml``, whose
+keys are the fields). The lower-case names (``dmpo``, ``dynamicpo``, ...) are the
+objectives with their default hyperparameters; keyword arguments change them for one
+call: ``dynamicpo(logps, gamma=2.0)``.
 """
 
 from recpo.objectives.beta import (
@@ -13,6 +17,11 @@ from recpo.objectives.beta import (
     dynamic_beta,
 )
 from recpo.objectives.losses import (
+    DMPO,
+    DPO,
+    MPPO,
+    SDPO,
+    Objective,
     dmpo,
     dmpo_losses,
     dpo,
@@ -23,7 +32,18 @@ from recpo.objectives.losses import (
     sdpo,
     sdpo_losses,
 )
-from recpo.objectives.plugin import beta_dpo, dynamicpo, dynamicpo_mppo, dynamicpo_sdpo, topk
+from recpo.objectives.plugin import (
+    BetaDPO,
+    DynamicPO,
+    DynamicPOMPPO,
+    DynamicPOSDPO,
+    TopK,
+    beta_dpo,
+    dynamicpo,
+    dynamicpo_mppo,
+    dynamicpo_sdpo,
+    topk,
+)
 from recpo.objectives.selection import (
     STAGE_ALL,
     STAGE_CLUSTER,
@@ -38,16 +58,26 @@ from recpo.objectives.selection import (
 from recpo.objectives.types import ObjectiveOutput, PreferenceLogps, require_finite
 
 __all__ = [
+    "DMPO",
+    "DPO",
+    "MPPO",
+    "SDPO",
     "STAGE_ALL",
     "STAGE_CLUSTER",
     "STAGE_VIOLATION",
     "BatchBeta",
+    "BetaDPO",
     "BetaDPOState",
     "BoundarySelection",
     "Clustering1D",
     "DynamicBeta",
+    "DynamicPO",
+    "DynamicPOMPPO",
+    "DynamicPOSDPO",
+    "Objective",
     "ObjectiveOutput",
     "PreferenceLogps",
+    "TopK",
     "beta_dpo",
     "beta_dpo_beta",
     "dmpo",

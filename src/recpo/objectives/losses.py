@@ -2,20 +2,29 @@
 
 Two layers:
 
-* ``*_losses`` take the per-answer scores (log-ratios r, or MPPO's probabilities p),
-  a per-negative coefficient ``(B, K)`` and a mask, and return ``(B,)`` losses. Only
+* ``*_losses(chosen, rejected, beta, mask)`` take the per-answer scores (log-ratios
+  r, or MPPO's probabilities p) of the chosen answer ``(B,)`` and the negatives
+  ``(B, K)``, a per-negative coefficient (β, or MPPO's weight; a detached ``(B, K)``
+  tensor or a float) and a ``(B, K)`` bool mask, and return ``(B,)`` losses. Only
   masked-in negatives enter the loss; the others receive exactly zero gradient. The
   DynamicPO plug-in (:mod:`recpo.objectives.plugin`) reuses them with its own
   mask and β_j.
-* :func:`dpo`, :func:`dmpo`, :func:`sdpo` and :func:`mppo` are the plain objectives,
-  ``objective(logps: PreferenceLogps) -> ObjectiveOutput``, the Hydra targets of
-  ``conf/objective/{dpo,dmpo,sdpo,mppo}.yaml``.
+* :class:`DPO`, :class:`DMPO`, :class:`SDPO` and :class:`MPPO` are the plain
+  objectives (:class:`Objective`): their fields are the hyperparameters, they declare
+  whether they need a reference model and token counts, and ``objective(logps:
+  PreferenceLogps) -> ObjectiveOutput``. They are the Hydra targets of
+  ``conf/objective/{dpo,dmpo,sdpo,mppo}.yaml``; ``dpo``, ``dmpo``, ``sdpo`` and
+  ``mppo`` are their instances with the default hyperparameters.
 
 Notation: L = summed answer log-likelihood, r = L − L_ref (r = L when
 ``reference_free``), β the inverse temperature (β0 = 1 in the paper).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -82,15 +91,6 @@ def dmpo_losses(chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Te
 
     With a constant β this is DMPO's −log σ(β r_w − (1/|M|) Σ_k β r_k); with the
     selection mask and β_j it is DynamicPO's loss. Rows with an empty M get loss 0.
-
-    Args:
-        chosen: ``(B,)`` r_w.
-        rejected: ``(B, K)`` r_k.
-        beta: ``(B, K)`` per-negative β (detached) or a float.
-        mask: ``(B, K)`` bool.
-
-    Returns:
-        ``(B,)`` losses.
     """
     beta = _coefficient(beta, rejected)
     terms = torch.where(mask, beta * (chosen[:, None] - rejected), 0.0)
@@ -104,15 +104,6 @@ def sdpo_losses(chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Te
 
     Stable for any margin (the prior code summed raw ``exp`` and overflowed). Rows
     with an empty M get loss 0.
-
-    Args:
-        chosen: ``(B,)`` r_w.
-        rejected: ``(B, K)`` r_k.
-        beta: ``(B, K)`` per-negative β (detached) or a float.
-        mask: ``(B, K)`` bool.
-
-    Returns:
-        ``(B,)`` losses.
     """
     beta = _coefficient(beta, rejected)
     has_negative = mask.any(dim=-1, keepdim=True)
@@ -129,15 +120,6 @@ def mppo_losses(chosen: Tensor, rejected: Tensor, weight: Tensor | float, mask: 
 
     With w = 1 this is MPPO's −log σ(|M|·p_w − Σ_k p_k); the DynamicPO plug-in
     passes w_j = β_j / β0. Rows with an empty M get loss 0.
-
-    Args:
-        chosen: ``(B,)`` p_w.
-        rejected: ``(B, K)`` p_k.
-        weight: ``(B, K)`` per-negative weight (detached) or a float.
-        mask: ``(B, K)`` bool.
-
-    Returns:
-        ``(B,)`` losses.
     """
     weight = _coefficient(weight, rejected)
     terms = torch.where(mask, weight * (chosen[:, None] - rejected), 0.0)
@@ -166,83 +148,152 @@ def objective_output(
     )
 
 
-def dpo(
-    logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False
-) -> ObjectiveOutput:
+class Objective:
+    """A preference objective with its hyperparameters: ``objective(logps) -> ObjectiveOutput``.
+
+    Concrete objectives are frozen keyword-only dataclasses whose fields are their
+    hyperparameters, the keys of ``conf/objective/<name>.yaml`` (Hydra builds them
+    directly). Each declares what it reads from :class:`PreferenceLogps`:
+    ``needs_reference`` (``ref_chosen`` / ``ref_rejected``) and ``needs_token_counts``
+    (``chosen_tokens`` / ``rejected_tokens``), so the caller knows whether to run a
+    reference model.
+
+    A multi-negative objective scores the answers (:meth:`scores`), turns scores, a
+    per-negative β and a mask into losses (:meth:`pair_losses`) and reports rewards
+    β·score; :meth:`compute` applies it with a constant β to every valid negative.
+    """
+
+    needs_token_counts: ClassVar[bool] = False
+    beta: float  # the β of the loss and the scale of the rewards
+
+    @property
+    def needs_reference(self) -> bool:
+        raise NotImplementedError
+
+    def __call__(self, logps: PreferenceLogps, /, **hyperparameters: Any) -> ObjectiveOutput:
+        """The objective on a batch. Keyword arguments evaluate a copy with those
+        hyperparameters changed: ``dmpo(logps, beta=2.0)`` is ``DMPO(beta=2.0)(logps)``."""
+        if hyperparameters:
+            return dataclasses.replace(self, **hyperparameters).compute(logps)
+        return self.compute(logps)
+
+    def scores(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor]:
+        """Differentiable scores of the chosen answer ``(B,)`` and the negatives ``(B, K)``."""
+        raise NotImplementedError
+
+    def pair_losses(
+        self, chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Tensor
+    ) -> Tensor:
+        """``(B,)`` losses over the masked-in negatives with per-negative β ``(B, K)``."""
+        raise NotImplementedError
+
+    def compute(self, logps: PreferenceLogps) -> ObjectiveOutput:
+        chosen, rejected = self.scores(logps)
+        losses = self.pair_losses(chosen, rejected, self.beta, logps.valid)
+        return objective_output(logps, losses, self.beta * chosen, self.beta * rejected)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogRatioObjective(Objective):
+    """An objective on log-ratios r = L − L_ref against a reference model.
+
+    Args:
+        beta: β.
+        reference_free: use r = L (no reference model).
+    """
+
+    beta: float = 1.0
+    reference_free: bool = False
+
+    @property
+    def needs_reference(self) -> bool:
+        return not self.reference_free
+
+    def scores(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor]:
+        return logratios(logps, self.reference_free)
+
+
+class DPO(LogRatioObjective):
     """DPO with one negative: −log σ(β (r_w − r_1)).
+
+    Takes K = 1 (a masked negative gives loss 0) and raises ``ValueError`` otherwise.
 
     Worked example: β = 1, L_w = −2, L_ref,w = −3, L_1 = −4, L_ref,1 = −3:
     r_w = 1, r_1 = −1, loss = −log σ(2) = log(1 + e^{−2}) = 0.126928.
-
-    Args:
-        logps: forward-pass results with K = 1 (a masked negative gives loss 0).
-        beta: β.
-        reference_free: use r = L.
-
-    Raises:
-        ValueError: when K != 1, or a reference is needed but absent.
     """
-    if logps.num_negatives != 1:
-        raise ValueError(
-            f"dpo takes exactly one negative per example (K=1); got K={logps.num_negatives}. "
-            "Use dmpo or sdpo for several negatives."
-        )
-    chosen, rejected = logratios(logps, reference_free)
-    valid = logps.valid[:, 0]
-    margin = torch.where(valid, chosen - rejected[:, 0], 0.0)
-    losses = torch.where(valid, -F.logsigmoid(beta * margin), 0.0)
-    return objective_output(logps, losses, beta * chosen, beta * rejected)
+
+    def compute(self, logps: PreferenceLogps) -> ObjectiveOutput:
+        if logps.num_negatives != 1:
+            raise ValueError(
+                f"dpo takes exactly one negative per example (K=1); got K={logps.num_negatives}. "
+                "Use dmpo or sdpo for several negatives."
+            )
+        chosen, rejected = self.scores(logps)
+        valid = logps.valid[:, 0]
+        margin = torch.where(valid, chosen - rejected[:, 0], 0.0)
+        losses = torch.where(valid, -F.logsigmoid(self.beta * margin), 0.0)
+        return objective_output(logps, losses, self.beta * chosen, self.beta * rejected)
 
 
-def dmpo(
-    logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False
-) -> ObjectiveOutput:
+class DMPO(LogRatioObjective):
     """DMPO: −log σ(β r_w − (1/K) Σ_k β r_k) over the valid negatives.
 
     Worked example: β = 1, reference-free, L_w = −1, L = [−2, −4]:
     logit = −1 − (−2 − 4)/2 = 2, loss = log(1 + e^{−2}) = 0.126928.
-
-    Args:
-        logps: forward-pass results.
-        beta: β.
-        reference_free: use r = L.
     """
-    chosen, rejected = logratios(logps, reference_free)
-    losses = dmpo_losses(chosen, rejected, beta, logps.valid)
-    return objective_output(logps, losses, beta * chosen, beta * rejected)
+
+    def pair_losses(
+        self, chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Tensor
+    ) -> Tensor:
+        return dmpo_losses(chosen, rejected, beta, mask)
 
 
-def sdpo(
-    logps: PreferenceLogps, *, beta: float = 1.0, reference_free: bool = False
-) -> ObjectiveOutput:
+class SDPO(LogRatioObjective):
     """S-DPO: −log σ(−log Σ_k exp(β (r_k − r_w))) over the valid negatives.
 
     Worked example: β = 1, reference-free, L_w = 0, L = [−1, −1]:
     Σ exp = 2e^{−1} = 0.735759, −log of it = 0.306853,
     loss = log(1 + e^{−0.306853}) = 0.551445.
-
-    Args:
-        logps: forward-pass results.
-        beta: β.
-        reference_free: use r = L.
     """
-    chosen, rejected = logratios(logps, reference_free)
-    losses = sdpo_losses(chosen, rejected, beta, logps.valid)
-    return objective_output(logps, losses, beta * chosen, beta * rejected)
+
+    def pair_losses(
+        self, chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Tensor
+    ) -> Tensor:
+        return sdpo_losses(chosen, rejected, beta, mask)
 
 
-def mppo(logps: PreferenceLogps) -> ObjectiveOutput:
+@dataclass(frozen=True, kw_only=True)
+class MPPO(Objective):
     """MPPO: −log σ(K p_w − Σ_k p_k), p(y) = exp(mean token log-prob of y).
 
-    No reference model and no β. Rewards are the probabilities p.
+    No reference model, no β and no hyperparameter; rewards are the probabilities p.
+    Reads the answer token counts. β is the constant 1, so a per-negative β_j passed
+    to :meth:`pair_losses` (the DynamicPO plug-in) is the relative weight β_j/β0.
 
     Worked example: L_w = −1 over 2 tokens (p_w = e^{−0.5} = 0.606531), negatives
     L = [−2, −6] over [2, 3] tokens (p = e^{−1}, e^{−2} = 0.367879, 0.135335):
     logit = 2·0.606531 − 0.503215 = 0.709847, loss = log(1 + e^{−0.709847}) = 0.399930.
-
-    Args:
-        logps: forward-pass results with ``chosen_tokens`` and ``rejected_tokens``.
     """
-    chosen, rejected = mean_token_probs(logps)
-    losses = mppo_losses(chosen, rejected, 1.0, logps.valid)
-    return objective_output(logps, losses, chosen, rejected)
+
+    needs_token_counts: ClassVar[bool] = True
+    beta: ClassVar[float] = 1.0
+
+    @property
+    def needs_reference(self) -> bool:
+        return False
+
+    def scores(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor]:
+        return mean_token_probs(logps)
+
+    def pair_losses(
+        self, chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Tensor
+    ) -> Tensor:
+        return mppo_losses(chosen, rejected, beta, mask)
+
+
+# The objectives with their default hyperparameters, also usable as functions:
+# ``dmpo(logps)``, ``dmpo(logps, beta=2.0, reference_free=True)``.
+dpo = DPO()
+dmpo = DMPO()
+sdpo = SDPO()
+mppo = MPPO()
