@@ -47,18 +47,18 @@ def test_every_required_choice_exists() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_keys_are_the_keyword_arguments_of_the_target(name: str) -> None:
-    """Every hyperparameter (a field of the target class) is a key, with its default,
+    """Every hyperparameter (a field of the target's class) is a key, with its default,
     so ``objective.<key>=...`` works for each of them."""
     cfg = OmegaConf.load(CONF / "objective" / f"{name}.yaml")
-    assert "_partial_" not in cfg  # the objective object is built, not a partial
+    assert "_partial_" not in cfg  # the target builds the objective with these keys
     target = get_method(cfg._target_)
-    assert isinstance(target, type) and issubclass(target, Objective)
-    parameters = inspect.signature(target).parameters
+    assert isinstance(target, Objective) and cfg._target_.endswith(f".{name}")
+    parameters = inspect.signature(type(target)).parameters
     keywords = {n for n, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     keys = {k for k in cfg if not str(k).startswith("_")}
     assert keys == keywords and len(parameters) == len(keywords)
-    for key in keys - {"state"}:  # the yaml repeats the class's defaults
-        assert cfg[key] == parameters[key].default, key
+    for key in keys - {"state"}:  # the yaml repeats the defaults
+        assert cfg[key] == parameters[key].default == getattr(target, key), key
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -136,3 +136,21 @@ def test_each_objective_declares_what_it_reads(name: str) -> None:
         objective = instantiate(free.objective)
         assert not objective.needs_reference
         assert torch.isfinite(objective(without_reference).losses).all()
+
+
+def test_the_call_forms_of_an_objective() -> None:
+    """``dynamicpo(logps, **changes)`` evaluates, ``dynamicpo(**changes)`` builds (what
+    Hydra calls); the default object itself never changes."""
+    from recpo.objectives import DynamicPO, dynamicpo, dynamicpo_mppo
+
+    logps = logps_for("dynamicpo")
+    configured = dynamicpo(gamma=2.0, stage1=False)
+    assert configured == DynamicPO(gamma=2.0, stage1=False) and dynamicpo.gamma == 6.0
+    torch.testing.assert_close(
+        configured(logps).losses, dynamicpo(logps, gamma=2.0, stage1=False).losses, rtol=0, atol=0
+    )
+    assert dynamicpo() is dynamicpo
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        configured.gamma = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError, match="beta"):
+        dynamicpo_mppo(logps, beta=2.0)  # MPPO has no β

@@ -2,11 +2,12 @@
 
 Every objective is an :class:`Objective`: a frozen dataclass whose fields are its
 hyperparameters, which declares ``needs_reference`` and ``needs_token_counts``, and
-is called as ``objective(logps: PreferenceLogps) -> ObjectiveOutput``. It is chosen
-with the Hydra config group ``objective`` (``conf/objective/<name>.yaml``, whose
-keys are the fields). The lower-case names (``dmpo``, ``dynamicpo``, ...) are the
-objectives with their default hyperparameters; keyword arguments change them for one
-call: ``dynamicpo(logps, gamma=2.0)``.
+is called as ``objective(logps: PreferenceLogps) -> ObjectiveOutput``. The lower-case
+names (``dmpo``, ``dynamicpo``, ...) are the objectives with their default
+hyperparameters; keyword arguments change them, for one call
+(``dynamicpo(logps, gamma=2.0)``) or for good (``dynamicpo(gamma=2.0)``). The Hydra
+config group ``objective`` builds them the second way: ``conf/objective/<name>.yaml``
+has ``_target_: ...<name>`` and the hyperparameters as keys.
 """
 
 from recpo.objectives.beta import (

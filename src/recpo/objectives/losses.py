@@ -12,9 +12,9 @@ Two layers:
 * :class:`DPO`, :class:`DMPO`, :class:`SDPO` and :class:`MPPO` are the plain
   objectives (:class:`Objective`): their fields are the hyperparameters, they declare
   whether they need a reference model and token counts, and ``objective(logps:
-  PreferenceLogps) -> ObjectiveOutput``. They are the Hydra targets of
-  ``conf/objective/{dpo,dmpo,sdpo,mppo}.yaml``; ``dpo``, ``dmpo``, ``sdpo`` and
-  ``mppo`` are their instances with the default hyperparameters.
+  PreferenceLogps) -> ObjectiveOutput``. ``dpo``, ``dmpo``, ``sdpo`` and ``mppo``
+  are these objectives with the default hyperparameters and the Hydra targets of
+  ``conf/objective/{dpo,dmpo,sdpo,mppo}.yaml``.
 
 Notation: L = summed answer log-likelihood, r = L − L_ref (r = L when
 ``reference_free``), β the inverse temperature (β0 = 1 in the paper).
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import torch
 import torch.nn.functional as F
@@ -152,11 +152,11 @@ class Objective:
     """A preference objective with its hyperparameters: ``objective(logps) -> ObjectiveOutput``.
 
     Concrete objectives are frozen keyword-only dataclasses whose fields are their
-    hyperparameters, the keys of ``conf/objective/<name>.yaml`` (Hydra builds them
-    directly). Each declares what it reads from :class:`PreferenceLogps`:
-    ``needs_reference`` (``ref_chosen`` / ``ref_rejected``) and ``needs_token_counts``
-    (``chosen_tokens`` / ``rejected_tokens``), so the caller knows whether to run a
-    reference model.
+    hyperparameters, the keys of ``conf/objective/<name>.yaml``; the lower-case name
+    (``dmpo``) is the objective with its defaults, Hydra's ``_target_``. Each declares
+    what it reads from :class:`PreferenceLogps`: ``needs_reference`` (``ref_chosen`` /
+    ``ref_rejected``) and ``needs_token_counts`` (``chosen_tokens`` /
+    ``rejected_tokens``), so the caller knows whether to run a reference model.
 
     A multi-negative objective scores the answers (:meth:`scores`), turns scores, a
     per-negative β and a mask into losses (:meth:`pair_losses`) and reports rewards
@@ -170,12 +170,24 @@ class Objective:
     def needs_reference(self) -> bool:
         raise NotImplementedError
 
-    def __call__(self, logps: PreferenceLogps, /, **hyperparameters: Any) -> ObjectiveOutput:
-        """The objective on a batch. Keyword arguments evaluate a copy with those
-        hyperparameters changed: ``dmpo(logps, beta=2.0)`` is ``DMPO(beta=2.0)(logps)``."""
-        if hyperparameters:
-            return dataclasses.replace(self, **hyperparameters).compute(logps)
-        return self.compute(logps)
+    @overload
+    def __call__(self, logps: PreferenceLogps, /, **hyperparameters: Any) -> ObjectiveOutput: ...
+
+    @overload
+    def __call__(self, logps: None = None, /, **hyperparameters: Any) -> Objective: ...
+
+    def __call__(
+        self, logps: PreferenceLogps | None = None, /, **hyperparameters: Any
+    ) -> ObjectiveOutput | Objective:
+        """The objective on a batch; keyword arguments change hyperparameters first.
+
+        ``dmpo(logps)`` evaluates DMPO; ``dmpo(logps, beta=2.0)`` evaluates
+        ``DMPO(beta=2.0)``; without a batch, ``dmpo(beta=2.0)`` returns that objective.
+        The last form is how Hydra builds ``conf/objective/dmpo.yaml``
+        (``_target_: recpo.objectives.losses.dmpo`` and the hyperparameters as keys).
+        """
+        objective = dataclasses.replace(self, **hyperparameters) if hyperparameters else self
+        return objective if logps is None else objective.compute(logps)
 
     def scores(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor]:
         """Differentiable scores of the chosen answer ``(B,)`` and the negatives ``(B, K)``."""
@@ -242,10 +254,7 @@ class DMPO(LogRatioObjective):
     logit = −1 − (−2 − 4)/2 = 2, loss = log(1 + e^{−2}) = 0.126928.
     """
 
-    def pair_losses(
-        self, chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Tensor
-    ) -> Tensor:
-        return dmpo_losses(chosen, rejected, beta, mask)
+    pair_losses = staticmethod(dmpo_losses)
 
 
 class SDPO(LogRatioObjective):
@@ -256,10 +265,7 @@ class SDPO(LogRatioObjective):
     loss = log(1 + e^{−0.306853}) = 0.551445.
     """
 
-    def pair_losses(
-        self, chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Tensor
-    ) -> Tensor:
-        return sdpo_losses(chosen, rejected, beta, mask)
+    pair_losses = staticmethod(sdpo_losses)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,14 +291,11 @@ class MPPO(Objective):
     def scores(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor]:
         return mean_token_probs(logps)
 
-    def pair_losses(
-        self, chosen: Tensor, rejected: Tensor, beta: Tensor | float, mask: Tensor
-    ) -> Tensor:
-        return mppo_losses(chosen, rejected, beta, mask)
+    pair_losses = staticmethod(mppo_losses)
 
 
-# The objectives with their default hyperparameters, also usable as functions:
-# ``dmpo(logps)``, ``dmpo(logps, beta=2.0, reference_free=True)``.
+# The objectives with their default hyperparameters (the Hydra targets), also usable
+# as functions: ``dmpo(logps)``, ``dmpo(logps, beta=2.0, reference_free=True)``.
 dpo = DPO()
 dmpo = DMPO()
 sdpo = SDPO()

@@ -10,14 +10,17 @@ applied unchanged to (scores, β, mask):
 * MPPO:  −log σ( Σ_{j∈B} (β_j/β0) (p_w − p_j) )           (MPPO has no β, so β_j/β0
   weights each pair term; with β0 = 1 this is the official exploratory-study code)
 
-A plug-in objective is a dataclass that inherits a selector, a β rule and then the
-base objective, e.g. ``DynamicPOSDPO(BoundarySelector, DualMarginBeta, SDPO)``: its
-hyperparameters are the fields of the three. Selection and β always read the
-*policy* log-likelihoods L (summed over tokens), as the official code does, whatever
-the objective scores with (log-ratios or MPPO's mean-token probabilities). Both are
-constants for the gradient: negatives outside B get exactly zero gradient. Reported
-rewards stay β0·r (MPPO: p) for every negative so that win rates compare across
-methods.
+A plug-in objective is a dataclass that inherits a selector, a β rule and, last,
+the base objective, whose ``compute`` the :class:`Plugin` one overrides; its
+hyperparameters are the fields of the three. DynamicPO is
+``DynamicPOPlugin = BoundarySelector + DualMarginBeta`` on DMPO, S-DPO or MPPO
+(:class:`DynamicPO`, :class:`DynamicPOSDPO`, :class:`DynamicPOMPPO`); the Top-K and
+β-DPO baselines swap the selector or the β rule (:class:`TopK`, :class:`BetaDPO`).
+Selection and β always read the *policy* log-likelihoods L (summed over tokens), as
+the official code does, whatever the objective scores with (log-ratios or MPPO's
+mean-token probabilities). Both are constants for the gradient: negatives outside B
+get exactly zero gradient. Reported rewards stay β0·r (MPPO: p) for every negative
+so that win rates compare across methods.
 """
 
 from __future__ import annotations
@@ -229,8 +232,8 @@ class BetaDPO(BoundarySelector, DMPO):
         return beta, metrics, batch.keep
 
 
-# The objectives with their default hyperparameters, also usable as functions:
-# ``dynamicpo(logps)``, ``dynamicpo(logps, gamma=2.0, stage1=False)``.
+# The objectives with their default hyperparameters (the Hydra targets), also usable
+# as functions: ``dynamicpo(logps)``, ``dynamicpo(logps, gamma=2.0, stage1=False)``.
 dynamicpo = DynamicPO()
 dynamicpo_sdpo = DynamicPOSDPO()
 dynamicpo_mppo = DynamicPOMPPO()
