@@ -47,10 +47,8 @@ import argparse
 import functools
 import gc
 import json
-import os
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,31 +56,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_scoring, when imported
-
-from bench_scoring import (  # noqa: E402
+from common import (
     ATTENTION,
-    LORA_TARGETS,
-    REPO,
+    BATCH_KEYS,
     SHAPES,
+    add_lora,
     build_model,
     dataset_tokenizers,
-    default_data_dir,
-    lastfm_datamodule,
-    synchronize,
+    default_cache_dir,
+    load_average,
+    load_backbone_model,
+    load_datamodule,
+    machine_description,
+    timed,
 )
+from torch import Tensor
 
-from recpo.objectives.losses import dmpo  # noqa: E402
-from recpo.objectives.plugin import dynamicpo  # noqa: E402
-from recpo.objectives.types import ObjectiveOutput, PreferenceLogps  # noqa: E402
+from recpo.objectives.losses import dmpo
+from recpo.objectives.plugin import dynamicpo
+from recpo.objectives.types import ObjectiveOutput, PreferenceLogps
 
 OBJECTIVES: dict[str, Callable[[PreferenceLogps], ObjectiveOutput]] = {
     "DMPO": dmpo,
     "DynamicPO": dynamicpo,
 }
-BATCH_KEYS = ("prompt_ids", "prompt_mask", "answer_ids", "answer_mask")
 
 
 @dataclass
@@ -150,23 +147,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def load_datamodule(args: argparse.Namespace) -> tuple[Any, str]:
-    """Real LastFM when available (unless ``--synthetic``), else the synthetic dataset."""
-    from recpo.data import RecDataModule
-
-    data_dir = args.data_dir or default_data_dir()
-    if not args.synthetic and (data_dir / "lastfm").is_dir():
-        datamodule = lastfm_datamodule(data_dir, args.k, args.seed)
-        description = f"real LastFM training rows ({data_dir / 'lastfm'})"
-    else:
-        reason = "--synthetic" if args.synthetic else f"no LastFM data at {data_dir / 'lastfm'}"
-        source = {"format": "synthetic", "name": "synthetic", "cache_dir": str(args.cache_dir)}
-        datamodule = RecDataModule(source=source, num_negatives=args.k, seed=args.seed)
-        description = f"synthetic dataset ({reason})"
-    datamodule.load()
-    return datamodule, description
-
-
 def load_policy(args: argparse.Namespace, datamodule: Any) -> tuple[Any, Any]:
     """The policy model (on the device) and its tokenizer."""
     if args.shape != "tiny":
@@ -175,27 +155,18 @@ def load_policy(args: argparse.Namespace, datamodule: Any) -> tuple[Any, Any]:
         if len(tokenizer) > vocab_size:
             sys.exit(f"the {args.tokenizer} tokenizer has more tokens than {vocab_size}")
         return build_model(args, vocab_size), tokenizer
-
-    from omegaconf import OmegaConf
-
-    from recpo.models.backbone import load_backbone
-
-    cfg = OmegaConf.load(REPO / "conf" / "backbone" / "tiny.yaml")
-    cfg.tokenizer = args.tokenizer
-    cfg.dtype = args.dtype
-    cfg.attn_implementation = ATTENTION[args.attn]
-    cfg.gradient_checkpointing = args.gradient_checkpointing
-    if args.lora:
-        cfg.finetune = "lora"
-        cfg.lora = {"r": 8, "alpha": 32, "dropout": 0.0, "target_modules": LORA_TARGETS}
-    backbone = load_backbone(
-        cfg,
-        model_dir=None,
-        cache_dir=str(args.cache_dir),
-        titles=list(datamodule.catalog.names.values()),
-        texts=datamodule.tokenizer_texts(),
+    model, tokenizer, _ = load_backbone_model(
+        "tiny",
+        datamodule,
+        cache_dir=args.cache_dir,
+        dtype=args.dtype,
+        attn=args.attn,
+        gradient_checkpointing=args.gradient_checkpointing,
+        tokenizer=args.tokenizer,
     )
-    return backbone.model.to(args.device), backbone.tokenizer
+    if args.lora:
+        model = add_lora(model)
+    return model.to(args.device), tokenizer
 
 
 def training_batches(
@@ -219,15 +190,6 @@ def train_step(module: Any, optimizer: torch.optim.Optimizer, batch: dict[str, T
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def timed(fn: Callable[[], None], device: str) -> float:
-    """Wall-clock seconds of ``fn()``, the device's queue drained before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 def time_steps(
@@ -407,14 +369,16 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.cache_dir is None:
-        args.cache_dir = Path(os.environ.get("RECPO_CACHE_DIR") or ".cache")
+        args.cache_dir = default_cache_dir()
     # training_step logs through self.log, which only warns without a Trainer.
     warnings.filterwarnings("ignore", message=r".*self\.log\(\)")
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing_enable.*deprecated")
 
     from recpo.training.preference import PreferenceModule
 
-    datamodule, data_description = load_datamodule(args)
+    datamodule, data_description = load_datamodule(
+        args.data_dir, args.synthetic, args.cache_dir, args.k, args.seed
+    )
     model, tokenizer = load_policy(args, datamodule)
     reference = "disable_adapter" if args.lora else "copy"
     module = PreferenceModule(
@@ -428,14 +392,12 @@ def main() -> None:
     optimizer = module.configure_optimizers()
     trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
 
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(
         f"# PO step benchmark: shape={args.shape} lora={args.lora} dtype={args.dtype}"
         f" attn={args.attn} grad_ckpt={args.gradient_checkpointing} tokenizer={args.tokenizer}"
         f" (vocab {len(tokenizer)}) scoring={args.scoring} reference={reference}"
-        f" device={args.device} ({device_name}, {torch.get_num_threads()} threads)"
-        f" torch={torch.__version__}"
     )
+    print(f"# device: {machine_description(args.device)}; {load_average()} at the start")
     print(
         f"# data: {data_description}. trainable parameters: {trainable:,}. AdamW lr={args.lr}."
         f" step = training_step + backward + optimizer step; {args.repeats} timed repeats"

@@ -56,8 +56,6 @@ import argparse
 import contextlib
 import gc
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -67,17 +65,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import (
+    ATTENTION,
+    BATCH_KEYS,
+    SHAPES,
+    build_model,
+    cpu_peak_mib,
+    dataset_tokenizers,
+    default_data_dir,
+    lastfm_datamodule,
+    load_average,
+    machine_description,
+    make_synthetic_batch,
+    sample_rows,
+    synchronize,
+)
 from torch import Tensor, nn
-from transformers import AutoModelForCausalLM, LlamaConfig
 
 from recpo.models.scoring import score_answers
-
-REPO = Path(__file__).resolve().parents[1]
-# Where the shared benchmark data lives when RECPO_DATA_DIR is not set.
-# The shared datasets beside the checkout (as in the tests).
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-BPE_VOCAB_SIZE = 8000
-BATCH_KEYS = ("prompt_ids", "prompt_mask", "answer_ids", "answer_mask")
 
 # Fallback length ranges (inclusive) and vocabularies of the two regimes, used
 # without the data. bpe: what a general LLM tokenizer gives (the dataset's own
@@ -87,29 +92,6 @@ REGIMES = {
     "bpe": {"prompt_range": (150, 250), "answer_range": (6, 10), "vocab_size": 8000},
     "title": {"prompt_range": (70, 90), "answer_range": (2, 2), "vocab_size": 9000},
 }
-
-SHAPES = {
-    # The tiny backbone of the project's CPU runs.
-    "tiny": dict(
-        num_hidden_layers=2,
-        hidden_size=128,
-        intermediate_size=512,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-    ),
-    # Llama-2-7b: its vocabulary replaces the regime's.
-    "llama2-7b": dict(
-        num_hidden_layers=32,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
-    ),
-}
-
-ATTENTION = {"eager": "eager", "sdpa": "sdpa", "flex": "flex_attention"}
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -194,35 +176,6 @@ def load_regimes(path: Path | None) -> dict[str, dict]:
     return regimes
 
 
-def draw_lengths(spec: dict, key: str, size: tuple[int, ...], gen: torch.Generator) -> Tensor:
-    """Lengths resampled from observed ones (``spec[key]``), else uniform in ``spec[key_range]``."""
-    if key in spec:
-        observed = torch.tensor(spec[key])
-        return observed[torch.randint(len(observed), size, generator=gen)]
-    low, high = spec[f"{key}_range"]
-    return torch.randint(low, high + 1, size, generator=gen)
-
-
-def make_synthetic_batch(
-    spec: dict, batch: int, num_answers: int, vocab_size: int, seed: int, device: str
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Left-padded prompts and right-padded answers of drawn lengths, random ids.
-
-    Returns:
-        ``prompt_ids, prompt_mask`` ``(B, P)`` and ``answer_ids, answer_mask`` ``(B, N, A)``.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    prompt_lens = draw_lengths(spec, "prompt", (batch,), gen)
-    answer_lens = draw_lengths(spec, "answer", (batch, num_answers), gen)
-    prompt_len, answer_len = int(prompt_lens.max()), int(answer_lens.max())
-    prompt_mask = torch.arange(prompt_len) >= prompt_len - prompt_lens[:, None]
-    answer_mask = torch.arange(answer_len) < answer_lens[..., None]
-    prompt_ids = torch.randint(1, vocab_size, (batch, prompt_len), generator=gen) * prompt_mask
-    answer_ids = torch.randint(1, vocab_size, answer_mask.shape, generator=gen) * answer_mask
-    tensors = (prompt_ids, prompt_mask.long(), answer_ids, answer_mask.long())
-    return tuple(t.to(device) for t in tensors)
-
-
 def synthetic_regime(name: str, spec: dict, seed: int, origin: str) -> Regime:
     """Lengths drawn from ``spec`` (observed lengths or ranges), random ids."""
 
@@ -238,44 +191,6 @@ def synthetic_regime(name: str, spec: dict, seed: int, origin: str) -> Regime:
         return make_synthetic_batch(spec, batch_size, num_answers, spec["vocab_size"], seed, device)
 
     return Regime(name, spec["vocab_size"], source, make)
-
-
-def default_data_dir() -> Path:
-    """``$RECPO_DATA_DIR`` if set, else the shared data folder."""
-    value = os.environ.get("RECPO_DATA_DIR")
-    return Path(value).expanduser() if value else DEFAULT_DATA_DIR
-
-
-def lastfm_datamodule(data_dir: Path, num_negatives: int, seed: int) -> Any:
-    """A ``RecDataModule`` with the source settings of ``conf/data/lastfm.yaml``."""
-    from omegaconf import OmegaConf
-
-    from recpo.data import RecDataModule
-
-    conf = OmegaConf.load(REPO / "conf" / "data" / "lastfm.yaml")
-    source = OmegaConf.to_container(conf.source, resolve=False)
-    source["data_dir"] = str(data_dir)  # replaces the ${paths.data_dir} interpolation
-    return RecDataModule(source=source, domain=conf.domain, num_negatives=num_negatives, seed=seed)
-
-
-def dataset_tokenizers(datamodule: Any, names: list[str]) -> dict[str, Any]:
-    """The tokenizers the tiny backbone builds from the dataset's prompts and titles."""
-    from recpo.models.tiny import build_bpe_tokenizer, build_title_tokenizer, to_hf_tokenizer
-
-    titles = list(datamodule.catalog.names.values())
-    texts = datamodule.tokenizer_texts()
-    builders = {
-        "bpe": lambda: build_bpe_tokenizer(titles, texts, BPE_VOCAB_SIZE),
-        "title": lambda: build_title_tokenizer(titles, texts),
-    }
-    return {name: to_hf_tokenizer(builders[name]()) for name in names}
-
-
-def sample_rows(datamodule: Any, rows: int, seed: int) -> list[Any]:
-    """``rows`` training examples in ``preference`` mode, drawn with ``seed``."""
-    dataset = datamodule.dataset_for("train", "preference")
-    gen = torch.Generator().manual_seed(seed)
-    return [dataset[int(i)] for i in torch.randperm(len(dataset), generator=gen)[:rows]]
 
 
 def lastfm_regimes(
@@ -351,45 +266,6 @@ def export_lengths(regimes: dict[str, Regime], path: Path) -> None:
     print(f"wrote the token lengths of {', '.join(regimes)} to {path}")
 
 
-def build_model(args: argparse.Namespace, vocab_size: int) -> nn.Module:
-    """Random-weight Llama of the requested shape, built directly on the device."""
-    dims = dict(SHAPES[args.shape])
-    dims.setdefault("vocab_size", vocab_size)
-    config = LlamaConfig(
-        **dims,
-        max_position_embeddings=4096,
-        attn_implementation=ATTENTION[args.attn],
-        use_cache=False,
-    )
-    torch.manual_seed(args.seed)
-    # Built on the device in the target dtype: a float32 7B copy would need 27 GB.
-    dtype = getattr(torch, args.dtype)
-    with torch.device(args.device):
-        try:
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        except TypeError:  # transformers < 4.56 names it torch_dtype
-            model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
-    if args.gradient_checkpointing:
-        # Non-reentrant checkpointing needs no input that requires grad (LoRA).
-        # transformers 5 renamed gradient_checkpointing_enable; accept both.
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if args.lora:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS)
-        model = get_peft_model(model, lora)
-    return model
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 @contextlib.contextmanager
 def reference_mode(model: nn.Module) -> Iterator[None]:
     """No autograd and, for a peft model, the adapter disabled (the frozen base).
@@ -401,36 +277,6 @@ def reference_mode(model: nn.Module) -> Iterator[None]:
     disable = getattr(model, "disable_adapter", None)
     with torch.no_grad(), disable() if callable(disable) else contextlib.nullcontext():
         yield
-
-
-@contextlib.contextmanager
-def silenced_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null: the profiler's C++ side logs a
-    ``profiler_start``/``profiler_stop`` line pair there at every use."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def cpu_peak_mib(step: Callable[[], None]) -> float:
-    """Peak CPU-allocator bytes held during ``step`` above those held at its start."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with silenced_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events = [e for e in events if e.device_type() == torch.autograd.DeviceType.CPU]
-    live = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        live += event.nbytes()  # negative for frees
-        peak = max(peak, live)
-    return peak / 2**20
 
 
 def measure(step: Callable[[], None], args: argparse.Namespace) -> Measurement:
@@ -575,15 +421,11 @@ def main() -> None:
         if args.device == "cuda"
         else "torch.profiler CPU allocator events, one extra untimed step"
     )
-    device_name = (
-        torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
-    )
     print(
         f"# scoring benchmark: shape={args.shape} lora={args.lora} dtype={args.dtype}"
-        f" attn={args.attn} grad_ckpt={args.gradient_checkpointing} device={args.device}"
-        f" ({device_name}, {torch.get_num_threads()} threads) batch={args.batch_size}"
-        f" torch={torch.__version__}"
+        f" attn={args.attn} grad_ckpt={args.gradient_checkpointing} batch={args.batch_size}"
     )
+    print(f"# device: {machine_description(args.device)}; {load_average()} at the start")
     print(
         f"# time: best of {args.repeats} steps after {args.warmup} warm-up;"
         " policy = forward + backward, ref = forward under no_grad."

@@ -39,46 +39,27 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
+from common import (  # noqa: E402
+    authors_select_and_beta,
+    load_average,
+    machine_description,
+    top_cluster_sklearn,
+)
 
 from recpo.objectives import dynamic_beta, kmeans_1d_exact, select_boundary_negatives  # noqa: E402
 
 BETA0, ALPHA, GAMMA = 1.0, 0.5, 6.0
 
 
-def _top_cluster_sklearn(values: list[float]) -> tuple[list[int], float]:
-    """Indices of the highest-centroid cluster of ``KMeans(min(3, n))``, and its SSE."""
-    points = np.asarray(values).reshape(-1, 1)
-    fit = KMeans(n_clusters=min(3, len(values)), random_state=42).fit(points)
-    means = [points[fit.labels_ == c].mean() for c in range(fit.n_clusters)]
-    return np.flatnonzero(fit.labels_ == int(np.argmax(means))).tolist(), float(fit.inertia_)
-
-
 def authors_loop(chosen: torch.Tensor, logps: torch.Tensor) -> tuple[list[list[int]], list[float]]:
-    """Per-example selection + β doing the official code's work, tensor op by tensor op.
+    """The official code's per-example work (:func:`common.authors_select_and_beta`).
 
     Returns:
         The selected indices of each row and sklearn's SSE per row (NaN if Stage I fired).
     """
-    rows = [[logps[i, k] for k in range(logps.shape[1])] for i in range(logps.shape[0])]
-    as_floats = [[float(v.item()) for v in row] for row in rows]
-    selections, sses = [], []
-    for i, row in enumerate(rows):
-        selected = [k for k, value in enumerate(row) if value > chosen[i]]
-        sse = math.nan
-        if not selected:
-            selected, sse = _top_cluster_sklearn([float(v.item()) for v in row])
-        rest = [k for k in range(len(row)) if k not in selected] or selected
-        easy_mean = sum(row[k] for k in rest) / len(rest)
-        records = []
-        for k in selected:
-            delta_p, delta_n = chosen[i] - row[k], row[k] - easy_mean
-            ratio = (delta_p - delta_n - GAMMA) / (delta_p.abs() + delta_n.abs())
-            beta = BETA0 * (1 + ALPHA * torch.tanh(ratio))
-            records.append((float(beta.item()), float(delta_p.item()), float(delta_n.item())))
-        selections.append(selected)
-        sses.append(sse)
-    del as_floats  # the official code keeps these for logging
+    selections, _, sses = authors_select_and_beta(
+        chosen, logps, beta0=BETA0, alpha=ALPHA, gamma=GAMMA
+    )
     return selections, sses
 
 
@@ -88,7 +69,7 @@ def floats_loop(chosen: torch.Tensor, logps: torch.Tensor) -> list[list[int]]:
     for positive, row in zip(chosen.tolist(), logps.tolist()):
         selected = [k for k, value in enumerate(row) if value > positive]
         if not selected:
-            selected, _ = _top_cluster_sklearn(row)
+            selected, _ = top_cluster_sklearn(row)
         rest = [k for k in range(len(row)) if k not in selected] or selected
         easy_mean = sum(row[k] for k in rest) / len(rest)
         for k in selected:
@@ -146,8 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(args.seed)
 
+    print(f"# device: {machine_description('cpu')}; {load_average()} at the start")
     print(
-        f"CPU, torch {torch.__version__} ({torch.get_num_threads()} thread), "
         f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; times per batch, best of {args.blocks}"
     )
     header = (

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))  # bench_scoring's model builder
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks' shared module, ``common``
 sys.path.insert(0, str(REPO / "src"))  # recpo, when it is not installed
 
 # What each part of the check imports; ``deepspeed`` is optional (plain fallback).
@@ -121,7 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_batches(args: argparse.Namespace, vocab_size: int, count: int) -> list[dict[str, Any]]:
     """Random-id batches: prompts of prompt_len ± 10%, answers of 6-10 tokens (BPE-like)."""
-    from bench_scoring import make_synthetic_batch
+    from common import make_synthetic_batch
 
     spread = max(1, args.prompt_len // 10)
     spec = {
@@ -140,7 +140,7 @@ def make_batches(args: argparse.Namespace, vocab_size: int, count: int) -> list[
 
 def build_policy(args: argparse.Namespace) -> Any:
     """Random-weight Llama of ``args.shape`` with LoRA and gradient checkpointing."""
-    from bench_scoring import SHAPES, build_model
+    from common import SHAPES, build_model
 
     settings = argparse.Namespace(
         shape=args.shape,
