@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -70,6 +71,20 @@ FACTORS: dict[str, Factor] = {
     "stages": Factor(("stages",), None),
     "task": Factor(("task._target_",), None),
     "baseline": Factor(("baseline.model._target_",), None),
+}
+# The objective's config name (conf/objective/NAME.yaml) from its ``_target_``, whether the
+# target is the function (recpo.objectives.plugin.dynamicpo_sdpo) or the class
+# (recpo.objectives.plugin.DynamicPOSDPO): lower case, without separators.
+OBJECTIVE_NAMES = {
+    "dpo": "dpo",
+    "dmpo": "dmpo",
+    "sdpo": "sdpo",
+    "mppo": "mppo",
+    "dynamicpo": "dynamicpo",
+    "dynamicposdpo": "dynamicpo_sdpo",
+    "dynamicpomppo": "dynamicpo_mppo",
+    "topk": "topk",
+    "betadpo": "beta_dpo",
 }
 # Factors a job of the LLM pipeline with a preference stage must set.
 _PO_FACTORS = ("backbone", "num_negatives", "objective")
@@ -255,9 +270,15 @@ def _short(target: Any) -> str:
     return str(target).rsplit(".", 1)[-1]
 
 
+def objective_id(target: Any) -> str:
+    """``conf/objective`` name of an objective ``_target_`` (see :data:`OBJECTIVE_NAMES`)."""
+    short = _short(target)
+    return OBJECTIVE_NAMES.get(re.sub(r"[^a-z0-9]", "", short.lower()), short)
+
+
 def method_label(f: dict[str, Any]) -> str:
     """The method's name as the paper writes it, with the switches that are off."""
-    name = _short(f["objective"])
+    name = objective_id(f["objective"])
     if name in _BASES:
         return _BASES[name]
     off_stages = [s for s, key in (("I", "stage1"), ("II", "stage2")) if f.get(key) is False]
@@ -279,7 +300,7 @@ def method_label(f: dict[str, Any]) -> str:
 def objective_name(entry: Entry) -> str | None:
     """The objective's config name (``dmpo``, ``dynamicpo``, ``topk``, ...); None for SFT
     and baselines."""
-    return _short(entry.factors["objective"]) if entry.stage == "po" else None
+    return objective_id(entry.factors["objective"]) if entry.stage == "po" else None
 
 
 def is_full_plugin(entry: Entry) -> bool:
