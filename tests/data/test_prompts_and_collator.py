@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from recpo.data.datamodule import RecDataModule
+from recpo.data.errors import DataError
 from recpo.data.prompts import TEMPLATES, build_prompt, domain_templates, draw_templates
 from recpo.models.backbone import load_tokenizer
 from recpo.models.tiny import build_tiny_backbone
@@ -16,8 +17,25 @@ def test_every_domain_has_paraphrases_with_both_slots():
         assert len(templates) >= 3, domain
         for t in templates:
             assert "{history}" in t and "{candidates}" in t and t.endswith("Answer:")
-    with pytest.raises(KeyError, match="unknown prompt domain"):
+    with pytest.raises(DataError, match="unknown prompt domain 'podcast'; built-in domains"):
         domain_templates("podcast")
+
+
+def test_config_defines_a_domain():
+    """data.domain may be a mapping {name, templates}; a built-in name without
+    templates keeps the built-in ones."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(
+        {"name": "podcast", "templates": ["Heard {history}. Options: {candidates}. Answer: "]}
+    )
+    assert domain_templates(node) == ["Heard {history}. Options: {candidates}. Answer:"]
+    assert domain_templates({"name": "music"}) == TEMPLATES["music"]
+    assert domain_templates("music") == TEMPLATES["music"]
+    with pytest.raises(DataError, match="non-empty list"):
+        domain_templates({"name": "podcast", "templates": "Heard {history} {candidates} Answer:"})
+    with pytest.raises(DataError, match=r"must end with 'Answer:'"):
+        domain_templates({"name": "podcast", "templates": ["{history} {candidates}."]})
 
 
 def test_build_prompt_joins_titles():

@@ -15,13 +15,29 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from recpo.data.errors import DataError
 
+CATALOG_FILES = ("id2name.txt", "u.item")
+
+
+def _plain(value):
+    """A cell as plain Python values: tuples and arrays become lists, numpy scalars
+    Python numbers (nested values are kept, e.g. ``(item, rating)`` pairs)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
 
 def convert_folder(src: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Write ``NAME.parquet`` for every ``NAME.df`` in ``src``; copy ``id2name.txt``.
+    """Write ``NAME.parquet`` for every ``NAME.df`` in ``src``; copy the item catalog
+    (``id2name.txt``, MovieLens' ``u.item``).
 
     Returns:
         The parquet files written.
@@ -40,15 +56,22 @@ def convert_folder(src: str | Path, out: str | Path | None = None) -> list[Path]
             continue
         df = pd.read_pickle(pkl)
         df = df.reset_index(drop=True)
-        df["seq"] = df["seq"].map(lambda s: [int(x) for x in s])
+        for column in ("seq", "next"):
+            if column in df.columns and df[column].dtype == object:
+                # Tuples ((item, rating) pairs) and arrays become lists, which parquet stores.
+                df[column] = df[column].map(_plain)
         tmp = target.with_suffix(".parquet.tmp")
-        df.to_parquet(tmp, index=False)
+        try:
+            df.to_parquet(tmp, index=False)
+        except Exception as err:  # noqa: BLE001 - report any writer failure against the file
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"cannot write parquet: {err}", pkl) from None
         tmp.replace(target)  # atomic: a reader never sees a half-written file
         written.append(target)
         print(f"wrote {target} ({len(df)} rows)")
-    names = src / "id2name.txt"
-    if names.is_file() and out != src and not (out / "id2name.txt").exists():
-        shutil.copyfile(names, out / "id2name.txt")
+    for catalog in CATALOG_FILES:
+        if (src / catalog).is_file() and out != src and not (out / catalog).exists():
+            shutil.copyfile(src / catalog, out / catalog)
     return written
 
 

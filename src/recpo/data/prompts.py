@@ -1,12 +1,24 @@
 """Prompt templates: history + candidate titles -> "Answer:", one domain per dataset.
 
 Each domain has several paraphrases; each example gets one, drawn from a seeded
-generator, so the same seed always gives the same prompts.
+generator, so the same seed always gives the same prompts. The built-in domains
+are below; a data config defines another by giving its templates::
+
+    domain:
+      name: movie
+      templates:
+        - "This user has watched {history} ... candidates: {candidates}. ... Answer:"
 """
 
 from __future__ import annotations
 
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
+
+from recpo.data.errors import DataError
 
 # {history} and {candidates} are filled with titles joined by ", ".
 TEMPLATES: dict[str, list[str]] = {
@@ -51,9 +63,59 @@ TEMPLATES: dict[str, list[str]] = {
 SEPARATOR = ", "
 
 
-def domain_templates(domain: str) -> list[str]:
+ANSWER_SUFFIX = "Answer:"
+SLOTS = ("history", "candidates")
+
+
+def check_template(template: Any, where: str) -> str:
+    """A template must be text with the slots {history} and {candidates} (and no
+    other), ending with "Answer:" (answers are scored as its continuation)."""
+    if not isinstance(template, str):
+        raise DataError(f"{where}: expected a template string, got {type(template).__name__}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise DataError(f"{where}: not a valid template ({err}): {template!r}") from None
+    missing = [s for s in SLOTS if s not in fields]
+    other = sorted(set(fields) - set(SLOTS))
+    if missing or other:
+        raise DataError(
+            f"{where}: a template needs the slots {{history}} and {{candidates}} and no others "
+            f"(missing {missing}, unknown {other}; write literal braces as {{{{ }}}}): "
+            f"{template!r}"
+        )
+    if not template.rstrip().endswith(ANSWER_SUFFIX):
+        raise DataError(f"{where}: a template must end with {ANSWER_SUFFIX!r}: {template!r}")
+    return template.rstrip()
+
+
+def domain_templates(domain: str | Mapping) -> list[str]:
+    """The templates of a prompt domain (``data.domain``).
+
+    Args:
+        domain: A built-in domain name, or a mapping ``{name, templates}`` that
+            defines a domain (``templates`` may be left out for a built-in name).
+    """
+    if isinstance(domain, Mapping):
+        name = domain.get("name")
+        templates = domain.get("templates")
+        unknown = sorted(set(domain) - {"name", "templates"})
+        if unknown:
+            raise DataError(f"data.domain: unknown key(s) {unknown}; expected name and templates")
+        if templates is None:
+            domain = name
+        else:
+            if isinstance(templates, str) or not isinstance(templates, Sequence) or not templates:
+                raise DataError("data.domain.templates must be a non-empty list of templates")
+            return [
+                check_template(t, f"data.domain.templates[{i}]") for i, t in enumerate(templates)
+            ]
     if domain not in TEMPLATES:
-        raise KeyError(f"unknown prompt domain {domain!r}; expected one of {sorted(TEMPLATES)}")
+        raise DataError(
+            f"unknown prompt domain {domain!r}; built-in domains are {sorted(TEMPLATES)}. "
+            "To define one, give its templates: data.domain={name: NAME, templates: [...]} "
+            "(see conf/data/movielens.yaml)"
+        )
     return TEMPLATES[domain]
 
 

@@ -2,9 +2,13 @@
 
 * LLaRA: ``train_data``, ``Val_data``, ``Test_data`` tables with columns ``seq``
   (last <=10 item ids, right-padded with the padding id), ``len_seq`` and ``next``,
-  plus ``id2name.txt`` (``id::name`` per line). Tables are read from ``.parquet``
-  or ``.jsonl``; pandas pickles (``.df``) only with ``allow_pickle=True`` because
-  loading a pickle runs code (see :mod:`recpo.data.convert`).
+  plus an item catalog: ``id2name.txt`` (``id::name`` per line) by default, or any
+  delimited file such as MovieLens' ``u.item`` (``id|title|date|...``, latin-1)
+  described by a :class:`CatalogFormat`. ``seq`` entries and ``next`` are item ids
+  or tuples whose first value is the item id (LLaRA's MovieLens files hold
+  ``(item, rating)`` pairs). Tables are read from ``.parquet`` or ``.jsonl``;
+  pandas pickles (``.df``) only with ``allow_pickle=True`` because loading a
+  pickle runs code (see :mod:`recpo.data.convert`).
 * S-DPO JSON: a list of ``{"historyList", "itemList", "trueSelection"}`` rows.
 * Raw: ``interactions`` (user, item, timestamp) and ``items`` (item, title) tables,
   turned into chronological per-user sequences, split 8:1:1 by user, with one
@@ -13,11 +17,15 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,10 +43,19 @@ SAFE_SUFFIXES = (".parquet", ".jsonl")
 # ---------------------------------------------------------------- names
 
 
-def clean_name(name: str, strip_parenthetical: bool = False, max_chars: int | None = None) -> str:
+def clean_name(
+    name: str,
+    strip_parenthetical: bool = False,
+    max_chars: int | None = None,
+    leading_article: bool = False,
+) -> str:
     """Normalise an item title for prompts: collapse whitespace, optionally drop
-    trailing ``(...)`` groups (Goodreads series info) and cap the length."""
+    trailing ``(...)`` groups (Goodreads series info, MovieLens years), move a
+    trailing English article to the front (MovieLens: "Godfather, The (1972)" ->
+    "The Godfather (1972)") and cap the length."""
     out = " ".join(name.split())
+    if leading_article:
+        out = re.sub(r"^(.+), (The|A|An)((?: \([^()]*\))*)$", r"\2 \1\3", out)
     if strip_parenthetical:
         out = re.sub(r"\s*\([^()]*\)\s*$", "", out).strip() or out
     if max_chars is not None and len(out) > max_chars:
@@ -62,37 +79,124 @@ def _unique_names(names: dict[int, str]) -> dict[int, str]:
     return out
 
 
-def read_id2name(path: str | Path, padding_id: int | None = None, **clean) -> ItemCatalog:
-    """Read ``id::name`` lines into a catalog (padding id defaults to the item count)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(
-            "file not found; expected an id2name.txt with one 'id::name' per line", path
-        )
-    raw = path.read_bytes()
-    names: dict[int, str] = {}
-    for row, line in enumerate(raw.splitlines()):
+@dataclass(frozen=True)
+class CatalogFormat:
+    """How to read an item catalog file (``data.source.catalog``).
+
+    Attributes:
+        file: File name inside the dataset folder.
+        format: ``id2name`` (``id<sep>title``, the title is the rest of the line) or
+            ``delimited`` (every line split at each separator; id and title are
+            picked by position, as in MovieLens' ``u.item``).
+        separator: Field separator (``::`` for id2name, e.g. ``|`` for u.item).
+        encoding: Text encoding of the file (``utf-8``, ``latin-1``, ...).
+        id_field: Position of the item id (delimited only).
+        title_field: Position of the title (delimited only).
+        id_offset: Added to each id of the file to give the id used in the tables
+            (MovieLens' u.item counts from 1, LLaRA's tables from 0: ``-1``).
+    """
+
+    file: str = "id2name.txt"
+    format: str = "id2name"
+    separator: str = "::"
+    encoding: str = "utf-8"
+    id_field: int = 0
+    title_field: int = 1
+    id_offset: int = 0
+
+    @classmethod
+    def from_config(cls, node: dict | None) -> CatalogFormat:
+        node = dict(node or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(node) - known)
+        if unknown:
+            raise DataError(
+                f"unknown key(s) {unknown} in data.source.catalog; expected some of {sorted(known)}"
+            )
+        fmt = cls(**{k: v for k, v in node.items() if v is not None})
+        if fmt.format not in ("id2name", "delimited"):
+            raise DataError(
+                f"data.source.catalog.format must be id2name or delimited, got {fmt.format!r}"
+            )
+        if not fmt.separator:
+            raise DataError("data.source.catalog.separator must not be empty")
         try:
-            text = line.decode("utf-8")
+            codecs.lookup(fmt.encoding)
+        except LookupError:
+            raise DataError(
+                f"unknown text encoding {fmt.encoding!r} in data.source.catalog.encoding"
+            ) from None
+        return fmt
+
+
+def read_catalog(
+    path: str | Path,
+    padding_id: int | None = None,
+    fmt: CatalogFormat | None = None,
+    clean: dict | None = None,
+) -> ItemCatalog:
+    """Read an item catalog (``id2name.txt`` or a delimited file like ``u.item``).
+
+    The padding id defaults to the item count; it must not be an item id itself.
+    """
+    path = Path(path)
+    fmt = fmt or CatalogFormat(file=path.name)
+    sep = fmt.separator
+    if fmt.format == "id2name":
+        expected = f"'id{sep}name'"
+        fields_needed = 2
+    else:
+        fields_needed = max(fmt.id_field, fmt.title_field) + 1
+        expected = f"at least {fields_needed} fields separated by {sep!r}"
+    if not path.is_file():
+        raise DataError(f"file not found; expected an item catalog with {expected} per line", path)
+    names: dict[int, str] = {}
+    for row, line in enumerate(path.read_bytes().splitlines()):
+        try:
+            text = line.decode(fmt.encoding)
         except UnicodeDecodeError as err:
             raise DataError(
-                f"title is not valid UTF-8 ({err.reason} at byte {err.start})", path, row
+                f"title is not valid {fmt.encoding.upper()} ({err.reason} at byte {err.start}); "
+                "set data.source.catalog.encoding to the file's encoding",
+                path,
+                row,
             ) from None
         if not text.strip():
             continue
-        if "::" not in text:
-            raise DataError(f"expected 'id::name', got {text!r}", path, row)
-        key, name = text.split("::", 1)
+        if fmt.format == "id2name":
+            fields = text.split(sep, 1)
+            key_field, title_field = 0, 1
+        else:
+            fields = text.split(sep)
+            key_field, title_field = fmt.id_field, fmt.title_field
+        if len(fields) < fields_needed:
+            raise DataError(f"expected {expected}, got {text!r}", path, row)
+        key = fields[key_field].strip()
         try:
-            item = int(key)
+            item = int(key) + fmt.id_offset
         except ValueError:
             raise DataError(f"item id {key!r} is not an integer", path, row) from None
         if item in names:
             raise DataError(f"item id {item} appears twice", path, row)
-        names[item] = clean_name(name, **clean)
+        name = clean_name(fields[title_field], **(clean or {}))
+        if not name:
+            raise DataError(f"item {key} has an empty title", path, row)
+        names[item] = name
     if not names:
         raise DataError("no items found", path)
-    return ItemCatalog(_unique_names(names), len(names) if padding_id is None else padding_id)
+    padding = len(names) if padding_id is None else int(padding_id)
+    if padding in names:
+        raise DataError(
+            f"the padding id {padding} is also an item id; set data.source.padding_id "
+            "(or data.source.catalog.id_offset if the file counts ids from 1)",
+            path,
+        )
+    return ItemCatalog(_unique_names(names), padding)
+
+
+def read_id2name(path: str | Path, padding_id: int | None = None, **clean) -> ItemCatalog:
+    """Read ``id::name`` lines into a catalog (padding id defaults to the item count)."""
+    return read_catalog(path, padding_id, CatalogFormat(file=Path(path).name), clean)
 
 
 # ---------------------------------------------------------------- tables
@@ -110,7 +214,7 @@ def find_table(directory: Path, stem: str, allow_pickle: bool) -> Path:
         raise DataError(
             "only a pandas pickle is present, and loading a pickle can run arbitrary code. "
             f"Convert it once with `python -m recpo.data.convert {directory}` (writes .parquet), "
-            "or set data.allow_pickle=true if you trust the file",
+            "or set data.source.allow_pickle=true if you trust the file",
             pickle,
         )
     raise DataError(
@@ -144,6 +248,96 @@ def read_table(path: Path, columns: Iterable[str]) -> pd.DataFrame:
     return df
 
 
+class _CellError(Exception):
+    """A cell that is not what the table format expects (reported with file/row/column)."""
+
+
+def _describe(value: Any) -> str:
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return f"a missing value ({value!r})"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int when it is an integer (or an integral float), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return None
+
+
+def _as_list(value: Any) -> list | None:
+    """A list/tuple/array cell as a list; None when the value is not a sequence."""
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.ndim else None
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+def _item_value(value: Any) -> tuple[int, str]:
+    """The item id of an entry and its kind: ``id`` (a plain integer) or ``pair``
+    (a tuple whose first value is the item id, e.g. LLaRA's ``(item, rating)``)."""
+    item = _integer(value)
+    if item is not None:
+        return item, "id"
+    pair = _as_list(value)
+    if pair is None:
+        raise _CellError(f"expected an item id or an (item, rating) pair, got {_describe(value)}")
+    if len(pair) < 2:
+        raise _CellError(f"expected an (item, rating) pair, got {len(pair)} value(s): {pair!r}")
+    item = _integer(pair[0])
+    if item is None:
+        raise _CellError(
+            f"the first value of a pair must be the integer item id, got {_describe(pair[0])}"
+        )
+    return item, "pair"
+
+
+def parse_seq(cell: Any) -> list[int]:
+    """Item ids of a ``seq`` cell: a list of ids, or of tuples whose first value is the id.
+
+    Raises:
+        _CellError: when the cell is not a list, an entry is neither an integer nor a
+            tuple with an integer first value, or ids and tuples are mixed.
+    """
+    entries = _as_list(cell)
+    if entries is None:
+        raise _CellError(
+            f"expected a list of item ids or (item, rating) pairs, got {_describe(cell)}"
+        )
+    items, kinds = [], set()
+    for pos, entry in enumerate(entries):
+        try:
+            item, kind = _item_value(entry)
+        except _CellError as err:
+            raise _CellError(f"entry {pos}: {err}") from None
+        kinds.add(kind)
+        if len(kinds) > 1:
+            raise _CellError(f"entry {pos}: the list mixes plain item ids and (item, ...) pairs")
+        items.append(item)
+    return items
+
+
+def parse_item(cell: Any) -> int:
+    """The item id of a ``next`` cell: an id or a tuple whose first value is the id."""
+    return _item_value(cell)[0]
+
+
+def parse_count(cell: Any) -> int:
+    """A non-negative integer cell (``len_seq``)."""
+    value = _integer(cell)
+    if value is None or value < 0:
+        raise _CellError(f"expected a non-negative integer, got {_describe(cell)}")
+    return value
+
+
 def llara_examples(
     df: pd.DataFrame, catalog: ItemCatalog, path: Path, min_history: int = 3
 ) -> list[Example]:
@@ -152,21 +346,33 @@ def llara_examples(
     examples = []
     pad = catalog.padding_id
     dropped = 0
-    for row, (seq, len_seq, target) in enumerate(zip(df["seq"], df["len_seq"], df["next"])):
-        seq = [int(s) for s in seq]
-        len_seq = int(len_seq)
-        if not 0 <= len_seq <= len(seq):
-            raise DataError(f"len_seq={len_seq} but seq has {len(seq)} entries", path, row)
+    for row, cells in enumerate(zip(df["seq"], df["len_seq"], df["next"])):
+        parsed = []
+        for column, parse, cell in zip(
+            ("seq", "len_seq", "next"), (parse_seq, parse_count, parse_item), cells
+        ):
+            try:
+                parsed.append(parse(cell))
+            except _CellError as err:
+                raise DataError(str(err), path, row, column) from None
+        seq, len_seq, target = parsed
+        if len_seq > len(seq):
+            raise DataError(
+                f"len_seq={len_seq} but seq has {len(seq)} entries", path, row, "len_seq"
+            )
         history = tuple(s for s in seq[:len_seq] if s != pad)
         if len(history) < min_history:
             dropped += 1
             continue
         unknown = [s for s in history if s not in catalog]
         if unknown:
-            raise DataError(f"unknown item id(s) {unknown} in seq (not in id2name.txt)", path, row)
-        target = int(target)
+            raise DataError(
+                f"unknown item id(s) {unknown} in seq (not in the item catalog)", path, row, "seq"
+            )
         if target not in catalog:
-            raise DataError(f"unknown target item id {target} (not in id2name.txt)", path, row)
+            raise DataError(
+                f"unknown target item id {target} (not in the item catalog)", path, row, "next"
+            )
         examples.append(Example(history, target, None, row))
     if dropped:
         log.info(
@@ -183,19 +389,26 @@ def read_llara(
     allow_pickle: bool = False,
     min_history: int = 3,
     clean: dict | None = None,
+    catalog: dict | CatalogFormat | None = None,
 ) -> RecDataset:
-    """Read a LLaRA-format folder (see module docstring)."""
+    """Read a LLaRA-format folder (see module docstring).
+
+    Args:
+        catalog: How to read the item catalog (a :class:`CatalogFormat` or its
+            fields); ``None`` reads ``id2name.txt``.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError("data folder not found; set paths.data_dir (or RECPO_DATA_DIR)", directory)
-    catalog = read_id2name(directory / "id2name.txt", padding_id, **(clean or {}))
+    fmt = catalog if isinstance(catalog, CatalogFormat) else CatalogFormat.from_config(catalog)
+    items = read_catalog(directory / fmt.file, padding_id, fmt, clean)
     files = {**LLARA_FILES, **(files or {})}
     splits = {}
     for split in SPLITS:
         path = find_table(directory, files[split], allow_pickle)
         df = read_table(path, ("seq", "len_seq", "next"))
-        splits[split] = llara_examples(df, catalog, path, min_history)
-    return RecDataset(name, catalog, splits["train"], splits["val"], splits["test"])
+        splits[split] = llara_examples(df, items, path, min_history)
+    return RecDataset(name, items, splits["train"], splits["val"], splits["test"])
 
 
 # ---------------------------------------------------------------- S-DPO JSON

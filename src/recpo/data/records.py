@@ -66,8 +66,21 @@ class RecDataset:
     train: list[Example]
     val: list[Example]
     test: list[Example]
+    # Row counts of each split by where the rows came from, e.g.
+    # {"train": {"train_sample_1000": 1000, "val history prefixes": 4100}, ...}.
+    origins: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def split(self, name: str) -> list[Example]:
         if name not in ("train", "val", "test"):
             raise KeyError(f"unknown split {name!r}; expected one of train, val, test")
         return getattr(self, name)
+
+    def describe_origins(self) -> str:
+        """One line: the rows of each split and where they came from."""
+        parts = []
+        for split in ("train", "val", "test"):
+            rows = self.split(split)
+            origins = self.origins.get(split) or {split: len(rows)}
+            detail = " + ".join(f"{n:,} {origin}" for origin, n in origins.items())
+            parts.append(f"{split} {len(rows):,} rows ({detail})")
+        return f"{self.name}: " + "; ".join(parts)
