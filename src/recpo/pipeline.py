@@ -1,9 +1,9 @@
 """The LLM pipeline: data and backbone, then the stages in ``cfg.stages`` (``sft``,
 ``po``), each followed by evaluation with both protocols.
 
-SFT results are stored under ``paths.sft_dir`` by a content key (data, backbone,
-SFT settings, seed), so a sweep over preference-optimization settings trains SFT
-once and every later run reuses it.
+SFT results are stored under ``paths.sft_dir`` by a content key (:func:`sft_key`),
+so a sweep over preference-optimization settings trains SFT once and every later
+run reuses it.
 """
 
 from __future__ import annotations
@@ -30,18 +30,115 @@ from recpo.training.trainer import is_rank_zero, make_trainer
 log = logging.getLogger(__name__)
 
 STAGES = ("sft", "po")
-# Data settings that do not change what SFT learns (they only matter for PO or eval).
-_NOT_SFT_DATA = (
-    "num_negatives",
-    "resample_negatives",
-    "eval_batch_size",
-    "max_eval_examples",
-    "num_workers",
-)
+TRAIN_MODES = {"sft": "sft", "po": "preference"}
+# The nodes that decide what SFT learns; the SFT key hashes each of them whole ...
+SFT_KEY_NODES = ("data", "backbone", "sft", "trainer", "seed", "scoring")
+# ... except these keys, which change where files are read from or whether a stored
+# result is reused, never the weights. The rows read from the files are hashed
+# instead (RecDataModule.rows_key), so the same data in another folder gives the
+# same key and other data in the same folder does not.
+SFT_KEY_EXCLUDED = ("data.source.data_dir", "data.source.cache_dir", "sft.reuse")
+# Everything else is not part of the SFT key: paths, runtime (threads, workers, eval
+# batch size, logging cadence), logger, callbacks, eval, po, objective, stages.
+
+
+def _hashed(cfg: DictConfig, name: str, excluded: tuple[str, ...] = SFT_KEY_EXCLUDED) -> Any:
+    """``cfg[name]`` resolved, without the keys of ``excluded`` that lie inside it."""
+    node = OmegaConf.select(cfg, name, throw_on_missing=True)
+    value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    for key in excluded:
+        head, _, rest = key.partition(".")
+        if head != name:
+            continue
+        parent = value
+        *path, leaf = rest.split(".")
+        for part in path:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(leaf, None)
+    return value
+
+
+def effective_batch_size(cfg: DictConfig, stage: str) -> int | str:
+    """Rows per optimizer step: nodes x devices x batch size x accumulation
+    (a description when the device count is not a number, e.g. ``auto``)."""
+    t = cfg.trainer
+    parts = [t.get("num_nodes", 1), t.devices, cfg[stage].batch_size, t.accumulate_grad_batches]
+    if all(isinstance(p, int) and p > 0 for p in parts):
+        return parts[0] * parts[1] * parts[2] * parts[3]
+    return "x".join(str(p) for p in parts)
+
+
+def sft_key_parts(cfg: DictConfig, rows: str) -> dict[str, Any]:
+    """What the SFT key hashes: the nodes of :data:`SFT_KEY_NODES` (less
+    :data:`SFT_KEY_EXCLUDED`), the effective batch size and ``rows``, the content
+    key of the training and validation rows the SFT stage uses."""
+    parts = {name: _hashed(cfg, name) for name in SFT_KEY_NODES}
+    parts["effective_batch_size"] = effective_batch_size(cfg, "sft")
+    parts["rows"] = rows
+    return parts
+
+
+def sft_key(cfg: DictConfig, rows: str) -> str:
+    """Content key of an SFT result (see :func:`sft_key_parts`)."""
+    return content_key(sft_key_parts(cfg, rows))
+
+
+def sft_eval_key(cfg: DictConfig, rows: str) -> str:
+    """Content key of a stored SFT evaluation: the data, the evaluation settings, the
+    scoring and ``rows``, the content key of the evaluated rows (inside the SFT
+    folder, so the model is fixed too)."""
+    return content_key(
+        {
+            "data": _hashed(cfg, "data"),
+            "eval": _hashed(cfg, "eval"),
+            "scoring": cfg.scoring,
+            "rows": rows,
+        }
+    )
+
+
+def sft_folder(cfg: DictConfig, dm: RecDataModule) -> Path:
+    """Where the SFT result of ``cfg`` is stored; ``dm`` is the SFT stage's data."""
+    backbone = cfg.backbone.get("name") or f"tiny-{cfg.backbone.tokenizer}"
+    key = sft_key(cfg, dm.rows_key(("train", "val")))
+    return Path(cfg.paths.sft_dir) / f"{cfg.data.source.name}-{backbone}-{key}"
+
+
+def stage_data_args(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The data module settings of a training stage (``cfg.sft`` / ``cfg.po``)."""
+    node = cfg[stage]
+    args: dict[str, Any] = dict(
+        train_mode=TRAIN_MODES[stage],
+        batch_size=node.batch_size,
+        max_train_examples=node.max_train_examples,
+    )
+    if stage == "po":
+        args.update(num_negatives=node.num_negatives, resample_negatives=node.resample_negatives)
+    return args
+
+
+def build_datamodule(cfg: DictConfig, stage: str = "sft") -> RecDataModule:
+    """The data of ``cfg.data`` with the settings of ``stage``, the evaluation cap and
+    the runtime settings (``for_stage`` gives the other stage's over the same rows)."""
+    args = stage_data_args(cfg, stage)
+    # K is checked against the candidates when the data is built, before any training.
+    args.setdefault("num_negatives", cfg.po.num_negatives)
+    return hydra.utils.instantiate(
+        cfg.data,
+        **args,
+        max_eval_examples=cfg.eval.max_examples,
+        eval_batch_size=cfg.runtime.eval_batch_size,
+        num_workers=cfg.runtime.num_workers,
+    )
 
 
 def load_best(module: torch.nn.Module, trainer: Any) -> None:
-    """Load the best checkpoint's weights (by the monitored val metric) into ``module``."""
+    """Load the best checkpoint's weights (by the monitored val metric) into ``module``.
+
+    A checkpoint holds the trained parameters only (LoRA: the adapter); the frozen
+    weights are those already in ``module`` (see ``LLMStage.load_state_dict``).
+    """
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
@@ -58,31 +155,6 @@ def resume_path(cfg: DictConfig, stage: str) -> str | None:
     return None
 
 
-def sft_key(cfg: DictConfig) -> str:
-    """Content key of an SFT result: everything that changes the SFT weights (not
-    where files live, not PO or evaluation settings)."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    for key in _NOT_SFT_DATA:
-        data.pop(key, None)
-    for key in ("data_dir", "cache_dir"):
-        data["source"].pop(key, None)
-    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
-    backbone.pop("po_lr", None)
-    sft = OmegaConf.to_container(cfg.sft, resolve=True)
-    sft.pop("reuse", None)
-    trainer = {
-        k: cfg.trainer.get(k) for k in ("precision", "accumulate_grad_batches", "gradient_clip_val")
-    }
-    return content_key(
-        data, backbone, sft, trainer, cfg.seed, bool(cfg.trainer.get("fast_dev_run"))
-    )
-
-
-def sft_folder(cfg: DictConfig) -> Path:
-    backbone = cfg.backbone.get("name") or f"tiny-{cfg.backbone.tokenizer}"
-    return Path(cfg.paths.sft_dir) / f"{cfg.data.source.name}-{backbone}-{sft_key(cfg)}"
-
-
 def stage_module_args(cfg: DictConfig, stage: str) -> dict[str, Any]:
     node = cfg[stage]
     return dict(
@@ -95,7 +167,6 @@ def stage_module_args(cfg: DictConfig, stage: str) -> dict[str, Any]:
 
 def run_sft(cfg: DictConfig, dm: RecDataModule, backbone: Backbone, target: Path) -> None:
     """Fine-tune on prompt -> target and save the model (LoRA: the adapter) to ``target``."""
-    dm.train_mode = "sft"
     module = SFTModule(backbone.model, **stage_module_args(cfg, "sft"))
     trainer = make_trainer(cfg, "sft", cfg.sft.max_epochs)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, "sft"))
@@ -149,10 +220,8 @@ def reference_mode(cfg: DictConfig, policy: Backbone) -> str:
 
 
 def run_po(cfg: DictConfig, dm: RecDataModule, policy: Backbone) -> None:
-    """Preference optimization from the SFT weights against the frozen SFT reference."""
-    dm.train_mode = "preference"
-    if cfg.po.get("max_train_examples") is not None:
-        dm.max_train_examples = cfg.po.max_train_examples
+    """Preference optimization from the SFT weights against the frozen SFT reference;
+    ``dm`` is the PO stage's data."""
     module = PreferenceModule(
         policy.model,
         objective=hydra.utils.instantiate(cfg.objective),
@@ -221,13 +290,19 @@ def summary_table(results: dict[str, dict[str, float]], split: str = "test") -> 
     return "\n".join(lines)
 
 
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
 def sft_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone) -> tuple[Path, dict[str, float]]:
     """Run SFT (or reuse a stored result with the same content key) and evaluate it.
 
     Returns:
         The SFT model folder and its metrics (``{}`` on ranks other than 0).
     """
-    folder = sft_folder(cfg)
+    folder = sft_folder(cfg, dm)
     reuse = cfg.sft.reuse and folder.is_dir()
     if reuse:
         log.info("reusing SFT model %s (content key match)", folder)
@@ -236,19 +311,21 @@ def sft_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone) -> tuple[Path,
             # sft.reuse=false with a stored result: train again, keep the stored one.
             folder = Path(cfg.paths.output_dir) / "sft_model"
         run_sft(cfg, dm, base, folder)
+        if is_rank_zero():
+            # What the key was computed from, to tell why a later run did not reuse it.
+            _write_json(folder / "sft_key.json", sft_key_parts(cfg, dm.rows_key(("train", "val"))))
     if not is_rank_zero():
         return folder, {}
     Path(cfg.paths.output_dir, "sft_model.txt").write_text(str(folder.resolve()) + "\n")
-    # The SFT evaluation is stored with the SFT model (keyed by the eval settings too)
-    # and copied into every run folder that uses it.
-    eval_dir = folder / f"eval-{content_key(OmegaConf.to_container(cfg.eval, resolve=True))}"
+    # The SFT evaluation is stored with the SFT model, keyed by the evaluated rows and
+    # the evaluation settings, and copied into every run folder that uses it.
+    rows = dm.rows_key(tuple(cfg.eval.splits))
+    eval_dir = folder / f"eval-{sft_eval_key(cfg, rows)}"
     cached = eval_dir / "metrics.json"
     if not cached.is_file():
         model = load_sft(cfg, folder, base, fresh_adapter=False) if reuse else base
         metrics = evaluate(cfg, dm, model, "sft", out=eval_dir)
-        tmp = cached.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(metrics, indent=2))
-        tmp.replace(cached)
+        _write_json(cached, metrics)
     shutil.copytree(eval_dir, Path(cfg.paths.output_dir) / "eval" / "sft", dirs_exist_ok=True)
     return folder, json.loads(cached.read_text())
 
@@ -258,9 +335,9 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown or not cfg.stages:
         raise ValueError(f"stages must be a non-empty list of {STAGES}, got {list(cfg.stages)}")
-    if cfg.backbone.get("torch_threads"):
-        torch.set_num_threads(cfg.backbone.torch_threads)
-    dm: RecDataModule = hydra.utils.instantiate(cfg.data)
+    if cfg.runtime.get("torch_threads"):
+        torch.set_num_threads(cfg.runtime.torch_threads)
+    dm = build_datamodule(cfg, "sft")
     dataset = dm.load()
     base = load_backbone(
         cfg.backbone,
@@ -277,13 +354,14 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
             sft_path, results["sft"] = sft_stage(cfg, dm, base)
             continue
         if sft_path is None:
-            sft_path = Path(cfg.po.init_from) if cfg.po.get("init_from") else sft_folder(cfg)
+            sft_path = Path(cfg.po.init_from) if cfg.po.get("init_from") else sft_folder(cfg, dm)
             if not sft_path.is_dir():
                 raise FileNotFoundError(f"po needs an SFT model at {sft_path}: add 'sft' to stages")
         policy = load_sft(cfg, sft_path, base, fresh_adapter=True)
-        run_po(cfg, dm, policy)
+        po_dm = dm.for_stage(**stage_data_args(cfg, "po"))
+        run_po(cfg, po_dm, policy)
         if is_rank_zero():
-            results["po"] = evaluate(cfg, dm, policy, "po")
+            results["po"] = evaluate(cfg, po_dm, policy, "po")
     if not is_rank_zero():
         return {}
     final = results[cfg.stages[-1]]

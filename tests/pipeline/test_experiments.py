@@ -20,8 +20,9 @@ SMALL_SYNTHETIC = "data.source.synthetic.num_users=40"
 
 def _shrink(cfg) -> None:
     with open_dict(cfg):
-        cfg.data.max_train_examples = 32
-        cfg.data.batch_size = 4
+        for stage in ("sft", "po"):
+            cfg[stage].max_train_examples = 32
+            cfg[stage].batch_size = 4
 
 
 def _check_outputs(cfg, metrics: dict, rows: int) -> None:

@@ -11,6 +11,8 @@ Three kinds of batch come out of one collator, all with the prompt once and a
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -218,6 +220,11 @@ class EpochShuffleSampler(Sampler[int]):
 class RecDataModule(L.LightningDataModule):
     """Reads a dataset, builds candidates and prompts, and serves token batches.
 
+    Built with the settings of one training stage; :meth:`for_stage` gives the
+    data module of another stage over the same loaded rows. In the pipeline the
+    dataset arguments come from ``cfg.data`` and the others from the stage
+    (``cfg.sft`` / ``cfg.po``), ``cfg.eval`` and ``cfg.runtime``.
+
     Args:
         source: Keyword arguments of :func:`recpo.data.sources.load_source`.
         domain: Prompt domain (music, book, game, item).
@@ -230,7 +237,8 @@ class RecDataModule(L.LightningDataModule):
         max_train_examples: Keep only the first N training examples (``None``: all).
         max_eval_examples: Keep only the first N val/test examples (``None``: all).
         max_prompt_length: Prompts longer than this keep their last tokens.
-        train_mode: ``sft`` or ``preference``; the training stage sets it.
+        num_workers: DataLoader worker processes.
+        train_mode: ``sft`` or ``preference``: the batches of the training stage.
     """
 
     def __init__(
@@ -254,25 +262,79 @@ class RecDataModule(L.LightningDataModule):
         self.domain = domain
         self.templates = domain_templates(domain)
         self.num_candidates = num_candidates
-        if not 1 <= num_negatives <= num_candidates - 1:
-            raise ValueError(
-                f"data.num_negatives must be in 1..{num_candidates - 1}, got {num_negatives}"
-            )
-        self.num_negatives = num_negatives
-        self.resample_negatives = resample_negatives
         self.seed = seed
-        self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
         self.max_prompt_length = max_prompt_length
         self.num_workers = num_workers
-        self.train_mode = train_mode
+        self._set_stage(
+            train_mode, batch_size, max_train_examples, num_negatives, resample_negatives
+        )
         self.dataset: RecDataset | None = None
         self.collator: Collator | None = None
         self._splits: dict[str, list[Example]] = {}
 
+    def _set_stage(
+        self,
+        train_mode: str,
+        batch_size: int,
+        max_train_examples: int | None,
+        num_negatives: int,
+        resample_negatives: bool,
+    ) -> None:
+        if train_mode not in ("sft", "preference"):
+            raise ValueError(f"train_mode must be 'sft' or 'preference', got {train_mode!r}")
+        if not 1 <= num_negatives <= self.num_candidates - 1:
+            raise ValueError(
+                f"po.num_negatives must be in 1..{self.num_candidates - 1}, got {num_negatives}"
+            )
+        self.train_mode = train_mode
+        self.batch_size = batch_size
+        self.max_train_examples = max_train_examples
+        self.num_negatives = num_negatives
+        self.resample_negatives = resample_negatives
+
+    def for_stage(
+        self,
+        train_mode: str,
+        batch_size: int,
+        max_train_examples: int | None = None,
+        num_negatives: int = 15,
+        resample_negatives: bool = False,
+    ) -> RecDataModule:
+        """The data module of another training stage: the same loaded rows, candidates,
+        evaluation settings and tokenizer, with this stage's batches."""
+        self.load()
+        other = copy.copy(self)
+        other.trainer = None
+        other._train = None
+        other._set_stage(
+            train_mode, batch_size, max_train_examples, num_negatives, resample_negatives
+        )
+        if train_mode == "preference":
+            validate_candidates(
+                other.examples("train"), num_negatives + 1, f"{self._source_name}:train"
+            )
+        return other
+
+    def rows_key(self, splits: tuple[str, ...] = ("train", "val", "test")) -> str:
+        """A content key of the rows of ``splits`` as this module serves them (caps
+        applied): history, target and candidates of every row, and the item titles.
+        Equal keys mean equal prompts whatever folder the files were read from."""
+        digest = hashlib.sha256()
+        for item, name in self.catalog.names.items():
+            digest.update(f"{item}\t{name}\n".encode())
+        for split in splits:
+            digest.update(f"[{split}]\n".encode())
+            for ex in self.examples(split):
+                digest.update(f"{ex.history}{ex.target}{ex.candidates}\n".encode())
+        return digest.hexdigest()[:16]
+
     # ------------------------------------------------------------ loading
+
+    @property
+    def _source_name(self) -> str:
+        return self.source.get("folder") or self.source.get("name") or "data"
 
     def load(self) -> RecDataset:
         """Read the data and build and check candidate lists (idempotent)."""
@@ -286,7 +348,9 @@ class RecDataModule(L.LightningDataModule):
             )
             if split != "train" and self.max_eval_examples is not None:
                 examples = examples[: self.max_eval_examples]
-            min_cands = self.num_negatives + 1 if split == "train" else 2
+            # Preference rows need the target plus K negatives; for_stage checks again.
+            train_k = split == "train" and self.train_mode == "preference"
+            min_cands = self.num_negatives + 1 if train_k else 2
             validate_candidates(examples, min_cands, f"{src}:{split}", ds.catalog)
             self._splits[split] = examples
         self.dataset = ds

@@ -57,7 +57,8 @@ def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
 def make_trainer(
     cfg: DictConfig, stage: str, max_epochs: int, monitor: str = "val/hr@1"
 ) -> L.Trainer:
-    """The stage's Trainer: hardware settings from ``cfg.trainer``, epochs from the stage."""
+    """The stage's Trainer: ``cfg.trainer`` (the settings that change the weights) with
+    ``cfg.runtime.trainer`` (those that do not), epochs from the stage."""
     out = Path(cfg.paths.output_dir)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks.append(
@@ -74,11 +75,18 @@ def make_trainer(
     strategy = cfg.trainer.get("strategy")
     # DeepSpeed writes checkpoint folders through its own engine.
     plugins = [AtomicCheckpointIO()] if strategy is None or isinstance(strategy, str) else []
+    runtime = OmegaConf.select(cfg, "runtime.trainer", default=None) or {}
+    clash = sorted(set(runtime) & set(cfg.trainer))
+    if clash:
+        raise ValueError(
+            f"{clash} set both in trainer and runtime.trainer: each Trainer argument "
+            "belongs to one of them (runtime.trainer: those that never change the weights)"
+        )
     return hydra.utils.instantiate(
         cfg.trainer,
+        **{**OmegaConf.to_container(runtime, resolve=True), "default_root_dir": str(out / stage)},
         max_epochs=max_epochs,
         callbacks=callbacks,
         logger=make_loggers(cfg, stage) or False,
         plugins=plugins,
-        default_root_dir=str(out / stage),
     )
