@@ -96,6 +96,7 @@ IGNORED = (
     "logger",
     "callbacks",
     "hydra",
+    "runtime",
     "task_name",
     "seed",
     "sft.reuse",
