@@ -60,8 +60,7 @@ def check_one_panel(conditions: list[Condition], what: str) -> None:
         values = sorted({show(c.factors.get(name)) for c in conditions} - {"–"})
         if len(values) > 1:
             raise ReportError(
-                f"{what} would mix {plural} ({', '.join(values)}); "
-                "report one at a time or let the report split them into panels"
+                f"{what} would mix {plural} ({', '.join(values)}); draw one figure per {name}"
             )
 
 
