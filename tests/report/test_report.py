@@ -18,8 +18,16 @@ from omegaconf import OmegaConf
 
 from recpo.report import FACTORS, ReportError, build_report, collect
 from recpo.report.__main__ import main
-from recpo.report.collect import Job, Stat, job_entries, method_label, objective_name
-from recpo.report.figures import bin_stats, binned, collapse_curve, win_rate_bars
+from recpo.report.collect import (
+    Job,
+    Stat,
+    bin_stats,
+    binned,
+    job_entries,
+    method_label,
+    objective_name,
+)
+from recpo.report.figures import collapse_curve, win_rate_bars
 from tests.conftest import CONF, REPO, compose
 from tests.report.conftest import job_config, make_sweeps, results, write_job
 
@@ -394,3 +402,24 @@ def test_module_entry_point_exit_code(tmp_path):
         f"recpo.report: error: {tmp_path}: no finished job (a folder with config.yaml and "
         "results.json)"
     ]
+
+
+def test_training_summary_cells(report):
+    """Selected negatives 3 + step mod 2 → 3.5 (DynamicPO), k (Top-K); win rate in the
+    last 20% (steps 8, 9) .85 + .01 seed → .86 ± .01 over seeds 0-2; DynamicPO's critical
+    share .1 − .005 step: .0925 over steps 0-3, .06 over steps 7-9."""
+    frame = pd.read_csv(report.out / "training.csv", dtype={"K": str})
+    dyn = row(frame, method="DynamicPO", K="3")
+    assert dyn["lastfm/train/selected/mean"] == pytest.approx(3.5)
+    assert dyn["lastfm/train/win_rate_last/mean"] == pytest.approx(0.86)
+    assert dyn["lastfm/train/win_rate_last/std"] == pytest.approx(0.01)
+    assert dyn["lastfm/train/win_rate_last/n"] == 3
+    assert dyn["lastfm/train/critical_first/mean"] == pytest.approx(0.0925)
+    assert dyn["lastfm/train/critical_last/mean"] == pytest.approx(0.06)
+    dmpo = row(frame, method="DMPO", K="3")
+    assert math.isnan(dmpo["lastfm/train/selected/mean"]) and dmpo["lastfm/train/selected/n"] == 0
+    assert dmpo["lastfm/train/critical_last/mean"] == pytest.approx(0.18)
+    assert row(frame, method="Top-K (k=2)")["lastfm/train/selected/mean"] == pytest.approx(2.0)
+    # DMPO and DynamicPO at K = 3, 15, two ablations, two Top-K; the α × γ jobs have no
+    # training log, so no row.
+    assert len(frame) == 8

@@ -114,6 +114,12 @@ _BASELINE_SUBTREES = ("data", "baseline", "trainer", "task", "eval")
 # Context: settings besides the method that tell conditions apart in tables and figures.
 CONTEXT = ("backbone", "tokenizer", "candidates", "stages", "num_negatives", "alpha", "gamma")
 
+# Training-log columns (logs/po/metrics.csv) the report reads.
+WIN_RATE = "train/rewards/win_rate"
+CRITICAL = "train/boundary/critical_share"
+DISCRIMINATIVE = "train/boundary/discriminative_share"
+SELECT_COUNT = "train/select/count"
+
 METRICS = {
     "gen_hr@1": "HitRatio@1",
     "valid_ratio": "ValidRatio",
@@ -582,3 +588,44 @@ def sort_key(cond: Condition) -> tuple:
         method_rank(cond),
         *(_orderable(f.get(name)) for name in CONTEXT),
     )
+
+
+def binned(condition: Condition, column: str, bins: int) -> list[np.ndarray]:
+    """Per seed: the mean of ``column`` of the preference stage's log in each of ``bins``
+    equal intervals of training progress, step / (last step + 1) (NaN where nothing was
+    logged). Jobs without the column are left out."""
+    out = []
+    for entry in condition.entries:
+        curve = entry.job.curve("po", column)
+        if curve is None:
+            continue
+        steps = curve["step"].to_numpy(dtype=np.int64)
+        values = curve[column].to_numpy(dtype=float)
+        total = int(steps.max()) + 1
+        index = np.minimum(steps * bins // total, bins - 1)
+        means = np.full(bins, np.nan)
+        for b in range(bins):
+            if (index == b).any():
+                means[b] = values[index == b].mean()
+        out.append(means)
+    return out
+
+
+def bin_stats(per_seed: list[np.ndarray], bins: int) -> list[Stat]:
+    """Each interval's mean ± std over the seeds that logged something in it."""
+    return [Stat.of([float(a[b]) for a in per_seed if not math.isnan(a[b])]) for b in range(bins)]
+
+
+# Training summaries: name -> (title, column, intervals, which interval; None: all steps).
+TRAINING = {
+    "selected": ("negatives selected / example", SELECT_COUNT, 1, 0),
+    "win_rate_last": ("win rate, last 20%", WIN_RATE, 5, 4),
+    "critical_first": ("critical share, first third", CRITICAL, 3, 0),
+    "critical_last": ("critical share, last third", CRITICAL, 3, 2),
+}
+
+
+def training_stat(condition: Condition, name: str) -> Stat:
+    """A :data:`TRAINING` summary of the condition's training logs, over its seeds."""
+    _, column, bins, index = TRAINING[name]
+    return bin_stats(binned(condition, column, bins), bins)[index]

@@ -28,17 +28,23 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from recpo.report.collect import METRICS, Condition, ReportError, Stat
+from recpo.report.collect import (
+    CRITICAL,
+    DISCRIMINATIVE,
+    METRICS,
+    SELECT_COUNT,
+    WIN_RATE,
+    Condition,
+    ReportError,
+    Stat,
+    bin_stats,
+    binned,
+)
 from recpo.report.tables import show
 
 # Settings that define a panel: conditions in one figure share all of them (and the extras).
 PANEL = ("dataset", "backbone", "tokenizer", "candidates", "stages")
 MAX_SERIES = 12  # more settings than this in one panel make an unreadable figure
-
-WIN_RATE = "train/rewards/win_rate"
-CRITICAL = "train/boundary/critical_share"
-DISCRIMINATIVE = "train/boundary/discriminative_share"
-SELECT_COUNT = "train/select/count"
 
 
 @dataclass
@@ -62,30 +68,6 @@ def check_one_panel(conditions: list[Condition], what: str) -> None:
             raise ReportError(
                 f"{what} would mix {plural} ({', '.join(values)}); draw one figure per {name}"
             )
-
-
-def binned(condition: Condition, column: str, bins: int) -> list[np.ndarray]:
-    """Per seed: the mean of ``column`` in each of ``bins`` equal intervals of training
-    (NaN where nothing was logged). Jobs without the column are left out."""
-    out = []
-    for entry in condition.entries:
-        curve = entry.job.curve("po", column)
-        if curve is None:
-            continue
-        steps = curve["step"].to_numpy(dtype=np.int64)
-        values = curve[column].to_numpy(dtype=float)
-        total = int(steps.max()) + 1
-        index = np.minimum(steps * bins // total, bins - 1)
-        means = np.full(bins, np.nan)
-        for b in range(bins):
-            if (index == b).any():
-                means[b] = values[index == b].mean()
-        out.append(means)
-    return out
-
-
-def bin_stats(per_seed: list[np.ndarray], bins: int) -> list[Stat]:
-    return [Stat.of([float(a[b]) for a in per_seed if not math.isnan(a[b])]) for b in range(bins)]
 
 
 def _panel_key(cond: Condition, extra: tuple[str, ...] = ()) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -20,6 +20,7 @@ from recpo.report.collect import (
     CONTEXT,
     METRICS,
     PLUGINS,
+    TRAINING,
     Condition,
     ReportError,
     Stat,
@@ -28,6 +29,7 @@ from recpo.report.collect import (
     method_rank,
     objective_name,
     sort_key,
+    training_stat,
 )
 
 CONTEXT_TITLES = {
@@ -71,6 +73,7 @@ class Table:
     datasets: list[str]
     metrics: list[str]
     split: str
+    titles: dict[str, str] = field(default_factory=lambda: dict(METRICS))
 
     def frame(self) -> pd.DataFrame:
         """Wide CSV layout: the label columns, then ``<dataset>/<metric>/{mean,std,n}``."""
@@ -89,7 +92,9 @@ class Table:
     def markdown(self) -> str:
         one = len(self.datasets) == 1
         heads = [
-            METRICS[m] if one else f"{d} {METRICS[m]}" for d in self.datasets for m in self.metrics
+            self.titles[m] if one else f"{d} {self.titles[m]}"
+            for d in self.datasets
+            for m in self.metrics
         ]
         header = [*self.columns, *heads]
         lines = [
@@ -120,6 +125,8 @@ def build_table(
     split: str,
     metrics: list[str] | None = None,
     order: Callable[[Condition], tuple] | None = None,
+    cell: Callable[[Condition, str], Stat] | None = None,
+    titles: dict[str, str] | None = None,
 ) -> Table:
     """Rows: ``label(cond)`` plus the settings that vary among ``conditions``, in the
     order of ``order(cond)`` (default: paper order of methods, then settings); columns:
@@ -162,9 +169,16 @@ def build_table(
         row_rank[key] = min(row_rank.get(key, rank), rank)
     table_rows = []
     for key in sorted(rows, key=lambda k: row_rank[k]):
-        cells = {(d, m): cond.stat(split, m) for d, cond in rows[key].items() for m in metrics}
+        cells = {
+            (d, m): cell(cond, m) if cell else cond.stat(split, m)
+            for d, cond in rows[key].items()
+            for m in metrics
+        }
         table_rows.append((list(key), cells))
-    return Table(name, title, note, columns, table_rows, datasets, metrics, split)
+    table = Table(name, title, note, columns, table_rows, datasets, metrics, split)
+    if titles:
+        table.titles = titles
+    return table
 
 
 def _method(cond: Condition) -> dict[str, str]:
@@ -272,10 +286,39 @@ def table7(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
     return table, ""
 
 
+def training_table(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
+    """Numbers behind the training figures: negatives selected per example, reward win
+    rate in the last 20% of training, boundary-critical share in the first and last
+    third (each a per-seed mean of the logged steps, then mean ± std over seeds)."""
+    logged = [
+        c
+        for c in conditions
+        if c.stage == "po" and any(training_stat(c, name).n for name in TRAINING)
+    ]
+    if not logged:
+        return None, (
+            "Training summary skipped: no finished preference job has a training log "
+            "(logs/po/metrics.csv)"
+        )
+    table = build_table(
+        "training",
+        "Training summary",
+        "From logs/po/metrics.csv (training batches, not an evaluation split); intervals "
+        "are fractions of each job's logged steps.",
+        logged,
+        _method,
+        "train",
+        metrics=list(TRAINING),
+        cell=training_stat,
+        titles={name: spec[0] for name, spec in TRAINING.items()},
+    )
+    return table, ""
+
+
 def make_tables(conditions: list[Condition], split: str) -> tuple[list[Table], list[str]]:
     """The tables the conditions support, and one line per table skipped."""
     tables, skipped = [], []
-    for build in (table2, table4, table6, table7):
+    for build in (table2, table4, table6, table7, training_table):
         table, reason = build(conditions, split)
         if table is not None:
             tables.append(table)
