@@ -351,6 +351,11 @@ def test_config_missing_a_needed_key(tmp_path, capsys):
     write_job(tmp_path / "b" / "0", cfg, results(0.5, 0, 0.3), None)
     line = _error([str(tmp_path / "b")], capsys)
     assert "po.num_negatives or data.num_negatives" in line
+    cfg = job_config("lastfm", "dmpo", 3, 0)
+    del cfg["stages"]
+    write_job(tmp_path / "c" / "0", cfg, results(0.5, 0, 0.3), None)
+    line = _error([str(tmp_path / "c")], capsys)
+    assert "stages is []; expected a list holding sft and/or po" in line
 
 
 def test_unreadable_results_and_logs(tmp_path, capsys):

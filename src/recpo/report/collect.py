@@ -362,6 +362,11 @@ def job_entries(job: Job) -> list[Entry]:
         return [Entry(job, "baseline", name, base, settings, metrics)]
 
     stages = factors["stages"] or ()
+    if not {"sft", "po"} & set(stages):
+        raise ReportError(
+            f"{src}: stages is {list(stages)}; expected a list holding sft and/or po "
+            "(the LLM pipeline's stages, needed by the report)"
+        )
     factors["backbone"] = read_factor(cfg, "backbone", src)
     entries = []
     if "sft" in stages:
