@@ -346,7 +346,7 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
         titles=list(dataset.catalog.names.values()),
         texts=dm.tokenizer_texts(),
     )
-    dm.set_tokenizer(base.tokenizer)
+    dm.set_tokenizer(base.tokenizer, prompt_bos=cfg.backbone.get("prompt_bos", True))
     results: dict[str, dict[str, float]] = {}
     sft_path: Path | None = None
     for stage in cfg.stages:

@@ -20,6 +20,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from recpo.data.errors import DataError
+from recpo.models.backbone import BackboneError
 from recpo.training.trainer import is_rank_zero
 
 log = logging.getLogger("recpo")
@@ -112,6 +113,10 @@ def main(cfg: DictConfig) -> float | None:
     except DataError as err:
         # Bad input: one clear line, not a stack trace.
         log.error("data error: %s", err)
+        raise SystemExit(2) from None
+    except BackboneError as err:
+        # A backbone that cannot be obtained: one line saying what to do.
+        log.error("backbone error: %s", err)
         raise SystemExit(2) from None
     return metrics.get("test/hr@1")
 

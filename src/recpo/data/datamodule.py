@@ -114,11 +114,18 @@ class PromptDataset(Dataset):
 
 
 class Collator:
-    """Tokenises prompts (left-padded) and answers (right-padded, end token appended)."""
+    """Tokenises prompts (left-padded) and answers (right-padded, end token appended).
 
-    def __init__(self, tokenizer: Any, max_prompt_length: int = 1024):
+    ``prompt_bos``: start every prompt with the tokenizer's bos token (when it has
+    one). Off for models whose bos token is not a document start (SmolLM2's is
+    the chat-turn opener ``<|im_start|>``). Masks mark real tokens by position, so a
+    pad id equal to the end token's (SmolLM2, Llama-3) never hides an end token.
+    """
+
+    def __init__(self, tokenizer: Any, max_prompt_length: int = 1024, prompt_bos: bool = True):
         self.tokenizer = tokenizer
         self.max_prompt_length = max_prompt_length
+        self.prompt_bos = prompt_bos
         self._answer_cache: dict[str, list[int]] = {}
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -150,7 +157,7 @@ class Collator:
 
     def prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        bos = self.tokenizer.bos_token_id
+        bos = self.tokenizer.bos_token_id if self.prompt_bos else None
         out = []
         for ids in encoded:
             if bos is not None:
@@ -381,8 +388,8 @@ class RecDataModule(L.LightningDataModule):
         texts = [ds[i].prompt for i in range(0, len(ds), step)]
         return [*self.templates, *texts]
 
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        self.collator = Collator(tokenizer, self.max_prompt_length)
+    def set_tokenizer(self, tokenizer: Any, prompt_bos: bool = True) -> None:
+        self.collator = Collator(tokenizer, self.max_prompt_length, prompt_bos)
 
     def dataset_for(self, split: str, mode: str) -> PromptDataset:
         return PromptDataset(

