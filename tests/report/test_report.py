@@ -428,3 +428,20 @@ def test_training_summary_cells(report):
     # DMPO and DynamicPO at K = 3, 15, two ablations, two Top-K; the α × γ jobs have no
     # training log, so no row.
     assert len(frame) == 8
+
+
+def test_collapse_curve_draws_methods_run_at_several_k(sweeps):
+    """Only DMPO and DynamicPO (α .5, γ 6) were run at K = 3 and 15; the ablations, Top-K
+    and the α × γ grid ran at K = 15 only and are no curve."""
+    from recpo.report.figures import curve_members
+
+    study = collect(sweeps)
+    lastfm = [c for c in study.conditions if c.stage == "po" and c.factors["dataset"] == "lastfm"]
+    members = curve_members(lastfm)
+    assert sorted((c.method, c.factors["num_negatives"]) for c in members) == [
+        ("DMPO", 3),
+        ("DMPO", 15),
+        ("DynamicPO", 3),
+        ("DynamicPO", 15),
+    ]
+    assert {c.factors["alpha"] for c in members if c.method == "DynamicPO"} == {0.5}

@@ -172,18 +172,21 @@ def collapse_curve(
     path: Path,
     colors: dict[str, str] | None = None,
 ) -> None:
-    """HitRatio@1 and rank HR@1 against K, one line per method; SFT as a dashed line."""
+    """HitRatio@1 and rank HR@1 against K, one line per method run at two or more K;
+    SFT as a dashed line."""
     check_one_panel(conds + sft, "the collapse curve")
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    conds = curve_members(conds)
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
     series = _series(conds)
     ks = sorted({c.factors["num_negatives"] for c in conds})
     spacing = min((b - a for a, b in zip(ks, ks[1:], strict=False)), default=1)
+    step = min(0.06, 0.4 / max(1, len(series))) * spacing
     for ax, metric in zip(axes, ("gen_hr@1", "hr@1"), strict=True):
         for i, (label, members) in enumerate(series.items()):
             members = sorted(members, key=lambda c: c.factors["num_negatives"])
             # Lines that coincide stay visible: each is shifted a little along K.
-            dodge = (i - (len(series) - 1) / 2) * 0.08 * spacing
+            dodge = (i - (len(series) - 1) / 2) * step
             x = [c.factors["num_negatives"] + dodge for c in members]
             stats = [c.stat(split, metric) for c in members]
             ax.errorbar(
@@ -204,9 +207,19 @@ def collapse_curve(
         ax.set_xlabel("negatives per example (K)")
         ax.set_ylabel(f"{split} {METRICS[metric]}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"Collapse curve · {_panel_title(conds[0], split)}", fontsize=10)
     _save(fig, path)
+
+
+def curve_members(conds: list[Condition]) -> list[Condition]:
+    """The conditions of the lines that were run at two or more numbers of negatives."""
+    return [
+        c
+        for members in _series(conds).values()
+        if len({m.factors["num_negatives"] for m in members}) > 1
+        for c in members
+    ]
 
 
 def _facets(conds: list[Condition]) -> list:
@@ -401,11 +414,8 @@ def make_figures(
     panels: dict[str, list[Condition]] = defaultdict(list)
     for cond in po:
         panels[_panel_key(cond)].append(cond)
-    curves = {
-        key: conds
-        for key, conds in panels.items()
-        if any(len({c.factors["num_negatives"] for c in s}) > 1 for s in _series(conds).values())
-    }
+    curves = {key: curve_members(conds) for key, conds in panels.items()}
+    curves = {key: conds for key, conds in curves.items() if conds}
     if not curves:
         ks = sorted({show(c.factors["num_negatives"]) for c in po}, key=lambda v: float(v))
         skipped.append(
