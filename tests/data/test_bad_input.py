@@ -142,6 +142,142 @@ def case_no_data_dir(tmp_path, monkeypatch=None):
     load_source("llara", "lastfm", data_dir=None)
 
 
+def _llara_cells(tmp_path: Path, row: dict) -> Path:
+    """A folder whose train table is a pickle (cells of any Python type) with a good
+    row 0 and the given row 1."""
+    folder = write_llara(tmp_path / "d", num_items=30, rows=5, fmt="pickle")
+    pd.DataFrame([GOOD, row]).to_pickle(folder / "train_data.df")
+    return folder
+
+
+def _read_cells(tmp_path: Path, **row):
+    read_llara(_llara_cells(tmp_path, {**GOOD, **row}), "toy", padding_id=30, allow_pickle=True)
+
+
+def case_seq_not_a_list(tmp_path):
+    _read_cells(tmp_path, seq="1 2 3")
+
+
+def case_seq_entry_not_integer(tmp_path):
+    _read_cells(tmp_path, seq=[1, 2.5, 3, 30])
+
+
+def case_seq_entry_missing(tmp_path):
+    _read_cells(tmp_path, seq=[1, None, 3, 30])
+
+
+def case_seq_mixes_ids_and_pairs(tmp_path):
+    _read_cells(tmp_path, seq=[(1, 5), (2, 4), 3, (30, 0)])
+
+
+def case_pair_too_short(tmp_path):
+    _read_cells(tmp_path, seq=[(1,), (2,), (3,), (30,)])
+
+
+def case_pair_item_not_integer(tmp_path):
+    _read_cells(tmp_path, seq=[("a", 5), (2, 4), (3, 5), (30, 0)])
+
+
+def case_next_is_text(tmp_path):
+    _read_cells(tmp_path, next="4")
+
+
+def case_next_missing(tmp_path):
+    _read_cells(tmp_path, next=None)
+
+
+def case_next_empty_pair(tmp_path):
+    _read_cells(tmp_path, next=())
+
+
+def case_len_seq_not_integer(tmp_path):
+    _read_cells(tmp_path, len_seq=2.5)
+
+
+def case_len_seq_negative(tmp_path):
+    _read_cells(tmp_path, len_seq=-1)
+
+
+def _u_item(tmp_path: Path, data: bytes, **catalog):
+    folder = write_llara(tmp_path / "d", num_items=30, rows=5)
+    (folder / "u.item").write_bytes(data)
+    fmt = {"file": "u.item", "format": "delimited", "separator": "|", "id_offset": -1}
+    read_llara(folder, "toy", catalog={**fmt, **catalog})
+
+
+U_ITEM = "".join(f"{i}|Movie {i} (1990)|01-Jan-1990||http://x/{i}|0|1\n" for i in range(1, 31))
+
+
+def case_u_item_too_few_fields(tmp_path):
+    _u_item(tmp_path, b"1|A (1990)|x\n2\n" + U_ITEM.encode(), encoding="latin-1")
+
+
+def case_u_item_wrong_encoding(tmp_path):
+    _u_item(tmp_path, b"1|Toy Story|x\n2|Caf\xe9 (1990)|x\n")  # latin-1 read as UTF-8
+
+
+def case_u_item_id_not_integer(tmp_path):
+    _u_item(tmp_path, b"1|A|x\nabc|B|x\n", encoding="latin-1")
+
+
+def case_u_item_empty_title(tmp_path):
+    _u_item(tmp_path, b"1|A|x\n2| |x\n", encoding="latin-1")
+
+
+def case_padding_is_an_item(tmp_path):
+    """u.item read without the id offset: ids 1..30, and 30 is the padding id."""
+    _u_item(tmp_path, U_ITEM.encode(), encoding="latin-1", id_offset=0)
+
+
+def case_catalog_unknown_key(tmp_path):
+    _u_item(tmp_path, U_ITEM.encode(), sep="|")
+
+
+def case_catalog_unknown_format(tmp_path):
+    _u_item(tmp_path, U_ITEM.encode(), format="csv")
+
+
+def case_catalog_unknown_encoding(tmp_path):
+    _u_item(tmp_path, U_ITEM.encode(), encoding="latin-9000")
+
+
+def case_unknown_domain(tmp_path):
+    from recpo.data.prompts import domain_templates
+
+    domain_templates("movie")
+
+
+def case_template_without_slot(tmp_path):
+    from recpo.data.prompts import domain_templates
+
+    domain_templates(
+        {
+            "name": "movie",
+            "templates": [
+                "Seen {history}; pick from {candidates}. Answer:",
+                "Seen {history}. Answer:",
+            ],
+        }
+    )
+
+
+def case_template_unknown_slot(tmp_path):
+    from recpo.data.prompts import domain_templates
+
+    domain_templates({"name": "movie", "templates": ["{history} {candidates} {user}. Answer:"]})
+
+
+def case_unknown_candidate_protocol(tmp_path):
+    from recpo.data.candidates import attach_candidates
+
+    catalog = ItemCatalog({i: f"I{i}" for i in range(30)}, 30)
+    attach_candidates([Example((1, 2, 3), 4)], catalog, protocol="fixed")
+
+
+def case_augment_all_val_users(tmp_path):
+    load_source("llara", "toy", folder=str(write_llara(tmp_path / "d")), augment_train_from_val=1.0)
+
+
 # (case, text that must appear in the message: file, row, what was expected)
 CASES = [
     (case_missing_file, ["Val_data", "file not found", "expected"]),
@@ -161,6 +297,30 @@ CASES = [
     (case_unknown_candidate, ["train.json", "row 3", "unknown candidate item ids [123]"]),
     (case_raw_unknown_item, ["interactions.csv", "row 1", "unknown item 'zz'"]),
     (case_no_data_dir, ["paths.data_dir", "RECPO_DATA_DIR"]),
+    (case_seq_not_a_list, ["train_data.df", "row 1", "column 'seq'", "expected a list", "'1 2 3'"]),
+    (case_seq_entry_not_integer, ["train_data.df", "row 1", "column 'seq'", "entry 1", "2.5"]),
+    (case_seq_entry_missing, ["row 1", "column 'seq'", "entry 1", "missing value (None)"]),
+    (case_seq_mixes_ids_and_pairs, ["row 1", "column 'seq'", "entry 2", "mixes"]),
+    (case_pair_too_short, ["row 1", "column 'seq'", "entry 0", "(item, rating) pair"]),
+    (case_pair_item_not_integer, ["row 1", "column 'seq'", "entry 0", "integer item id", "'a'"]),
+    (case_next_is_text, ["train_data.df", "row 1", "column 'next'", "item id", "str '4'"]),
+    (case_next_missing, ["train_data.df", "row 1", "column 'next'", "missing value"]),
+    (case_next_empty_pair, ["train_data.df", "row 1", "column 'next'", "0 value(s)"]),
+    (case_len_seq_not_integer, ["row 1", "column 'len_seq'", "non-negative integer", "2.5"]),
+    (case_len_seq_negative, ["row 1", "column 'len_seq'", "non-negative integer", "-1"]),
+    (case_u_item_too_few_fields, ["u.item", "row 1", "at least 2 fields separated by '|'"]),
+    (case_u_item_wrong_encoding, ["u.item", "row 1", "not valid UTF-8", "catalog.encoding"]),
+    (case_u_item_id_not_integer, ["u.item", "row 1", "item id 'abc' is not an integer"]),
+    (case_u_item_empty_title, ["u.item", "row 1", "empty title"]),
+    (case_padding_is_an_item, ["u.item", "padding id 30 is also an item id", "id_offset"]),
+    (case_catalog_unknown_key, ["data.source.catalog", "'sep'", "separator"]),
+    (case_catalog_unknown_format, ["data.source.catalog.format", "id2name or delimited", "csv"]),
+    (case_catalog_unknown_encoding, ["data.source.catalog.encoding", "latin-9000"]),
+    (case_unknown_domain, ["unknown prompt domain 'movie'", "'book', 'game', 'item', 'music'"]),
+    (case_template_without_slot, ["data.domain.templates[1]", "missing ['candidates']"]),
+    (case_template_unknown_slot, ["data.domain.templates[0]", "unknown ['user']"]),
+    (case_unknown_candidate_protocol, ["data.candidates", "published", "independent", "fixed"]),
+    (case_augment_all_val_users, ["data.source.augment_train_from_val", "[0, 1)", "1.0"]),
 ]
 
 

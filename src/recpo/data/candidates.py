@@ -1,15 +1,24 @@
-"""Candidate lists: the target plus items sampled the way the published S-DPO files were made.
+"""Candidate lists: the target plus 19 sampled negatives, under one of two protocols.
 
-For each row: seed Python's ``random`` with the target id, sample 19 ids from the
-items (in catalog order) that are neither in the visible history nor the target,
-append the target, then reseed with the target id and shuffle the 20 ids. Rebuilding
-the LastFM candidates this way reproduces ``lastfm-val.json`` and
-``lastfm-test.json`` row for row.
+``published`` (the default) builds them the way the published S-DPO files were
+made: for each row, seed Python's ``random`` with the target id, sample 19 ids
+from the items (in catalog order) that are neither in the visible history nor the
+target, append the target, then reseed with the target id and shuffle the 20 ids.
+Rebuilding the LastFM candidates this way reproduces ``lastfm-val.json`` and
+``lastfm-test.json`` row for row. Lists given in the data files are kept.
+
+Because the seed is the target, rows with the same target get nearly the same
+list: a LastFM test row shares on average about 12 of its 19 negatives with some
+training row of the same target, a shortcut a model can learn (see
+:mod:`recpo.data.shortcut`). ``independent`` draws each row's list with the same
+exclusion rules from a generator seeded by the run seed, the split and the row's
+position in the split, never by the target; it replaces lists given in the files.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import random
 from collections.abc import Iterator, Sequence
 
@@ -17,6 +26,8 @@ import numpy as np
 
 from recpo.data.errors import DataError
 from recpo.data.records import Example, ItemCatalog
+
+log = logging.getLogger(__name__)
 
 
 class _ItemsExcept(Sequence):
@@ -50,21 +61,28 @@ class _ItemsExcept(Sequence):
         return (item for i, item in enumerate(self._items) if i not in skip)
 
 
+PROTOCOLS = ("published", "independent")
+
+
 def sample_candidates(
     history: Sequence[int],
     target: int,
     items: Sequence[int],
     position: dict[int, int],
     num_candidates: int = 20,
+    seed: int | str | None = None,
 ) -> tuple[int, ...]:
     """The candidate list of one row, in display order (target included).
 
     Args:
         history: Visible history item ids (padding removed).
-        target: The next item id; also the random seed.
+        target: The next item id.
         items: All item ids in catalog order.
         position: ``item id -> index in items``.
         num_candidates: Length of the list (target + ``num_candidates - 1`` negatives).
+        seed: ``None`` for the published procedure (seeded by the target, reseeded
+            before the shuffle); otherwise the seed of one generator that draws the
+            negatives and then shuffles.
     """
     excluded = {position[i] for i in history if i in position}
     excluded.add(position[target])
@@ -74,41 +92,75 @@ def sample_candidates(
             f"only {len(pool)} items are outside the history and target; "
             f"need {num_candidates - 1} negatives"
         )
-    random.seed(target)
-    ids = random.sample(pool, num_candidates - 1) + [target]
-    random.seed(target)
-    random.shuffle(ids)
+    rng = random.Random(target if seed is None else seed)
+    ids = rng.sample(pool, num_candidates - 1) + [target]
+    if seed is None:
+        rng.seed(target)
+    rng.shuffle(ids)
     return tuple(ids)
 
 
-def attach_candidates(
-    examples: list[Example], catalog: ItemCatalog, num_candidates: int = 20, source: str = ""
-) -> list[Example]:
-    """Return the examples with S-DPO-style candidate lists (existing lists are kept).
+def independent_seed(run_seed: int, split: str, index: int) -> str:
+    """The generator seed of a row under the ``independent`` protocol (no target in it).
 
-    Python's global ``random`` state is saved and restored around the sampling.
+    A string seed is hashed with SHA-512 by :mod:`random`, so it is the same in
+    every process and Python version 3.2+.
     """
+    return f"recpo-candidates:{run_seed}:{split}:{index}"
+
+
+def attach_candidates(
+    examples: list[Example],
+    catalog: ItemCatalog,
+    num_candidates: int = 20,
+    source: str = "",
+    protocol: str = "published",
+    seed: int = 0,
+    split: str = "",
+) -> list[Example]:
+    """Return the examples with candidate lists.
+
+    Args:
+        examples: Rows of one split.
+        catalog: The items (sampling enumerates them in catalog order).
+        num_candidates: Target + negatives.
+        source: Names the split in error messages.
+        protocol: ``published`` (lists given in the files are kept; the others are
+            built as the S-DPO files were) or ``independent`` (every list drawn
+            anew, seeded by ``seed``, ``split`` and the row's position).
+        seed: The run seed (``independent`` only).
+        split: The split name (``independent`` only; rows of different splits
+            get different draws).
+    """
+    if protocol not in PROTOCOLS:
+        raise DataError(f"data.candidates must be one of {list(PROTOCOLS)}, got {protocol!r}")
     items = catalog.item_ids
     position = {item: i for i, item in enumerate(items)}
-    state = random.getstate()
-    try:
-        out = []
-        for ex in examples:
-            if ex.candidates is not None:
+    out = []
+    replaced = 0
+    for index, ex in enumerate(examples):
+        if ex.candidates is not None:
+            if protocol == "published":
                 out.append(ex)
                 continue
-            if ex.target not in position:
-                raise DataError(
-                    f"target item {ex.target} is not in the item catalog", source, ex.row
-                )
-            try:
-                cands = sample_candidates(ex.history, ex.target, items, position, num_candidates)
-            except ValueError as err:
-                raise DataError(str(err), source, ex.row) from None
-            out.append(Example(ex.history, ex.target, cands, ex.row))
-        return out
-    finally:
-        random.setstate(state)
+            replaced += 1
+        if ex.target not in position:
+            raise DataError(f"target item {ex.target} is not in the item catalog", source, ex.row)
+        row_seed = None if protocol == "published" else independent_seed(seed, split, index)
+        try:
+            cands = sample_candidates(
+                ex.history, ex.target, items, position, num_candidates, row_seed
+            )
+        except ValueError as err:
+            raise DataError(str(err), source, ex.row) from None
+        out.append(Example(ex.history, ex.target, cands, ex.row))
+    if replaced:
+        log.info(
+            "%s: candidates=independent replaced the %d candidate lists given in the file",
+            source,
+            replaced,
+        )
+    return out
 
 
 def validate_candidates(

@@ -236,6 +236,8 @@ class RecDataModule(L.LightningDataModule):
         source: Keyword arguments of :func:`recpo.data.sources.load_source`.
         domain: Prompt domain (music, book, game, item).
         num_candidates: Candidates per prompt (target included).
+        candidates: Candidate protocol, ``published`` or ``independent``
+            (:func:`recpo.data.candidates.attach_candidates`).
         num_negatives: K, negatives per preference example (1..num_candidates-1).
         resample_negatives: Draw fresh negatives every epoch (seeded by epoch).
         seed: Seed for templates and negatives.
@@ -253,6 +255,7 @@ class RecDataModule(L.LightningDataModule):
         source: dict,
         domain: str = "item",
         num_candidates: int = 20,
+        candidates: str = "published",
         num_negatives: int = 15,
         resample_negatives: bool = False,
         seed: int = 0,
@@ -269,6 +272,7 @@ class RecDataModule(L.LightningDataModule):
         self.domain = domain
         self.templates = domain_templates(domain)
         self.num_candidates = num_candidates
+        self.candidates = candidates
         self.seed = seed
         self.eval_batch_size = eval_batch_size
         self.max_eval_examples = max_eval_examples
@@ -351,7 +355,13 @@ class RecDataModule(L.LightningDataModule):
         src = self.source.get("folder") or ds.name
         for split in ("train", "val", "test"):
             examples = attach_candidates(
-                ds.split(split), ds.catalog, self.num_candidates, f"{src}:{split}"
+                ds.split(split),
+                ds.catalog,
+                self.num_candidates,
+                f"{src}:{split}",
+                self.candidates,
+                self.seed,
+                split,
             )
             if split != "train" and self.max_eval_examples is not None:
                 examples = examples[: self.max_eval_examples]
