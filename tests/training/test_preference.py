@@ -100,7 +100,10 @@ def test_gradients_reach_policy_only_and_reference_stays_frozen():
     assert all(p.grad is None for p in m.ref_model.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, m.ref_model.parameters()))
-    assert not any(k.startswith("ref_model.") for k in m.state_dict())
+    # Checkpoints hold the trained policy, not the frozen copy.
+    checkpoint = {"state_dict": m.state_dict()}
+    m.on_save_checkpoint(checkpoint)
+    assert set(checkpoint["state_dict"]) == {f"model.{k}" for k in m.model.state_dict()}
 
 
 def test_lora_reference_is_adapter_disabled():

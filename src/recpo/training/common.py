@@ -73,6 +73,53 @@ class LLMStage(L.LightningModule):
         if datamodule is not None and hasattr(datamodule, "set_epoch"):
             datamodule.set_epoch(self.current_epoch)
 
+    # ------------------------------------------------------------ checkpoints
+    #
+    # A checkpoint stores the parameters being trained (LoRA: the adapter; full
+    # fine-tuning: the whole policy), never frozen weights (the LoRA base, a frozen
+    # reference copy): those are rebuilt from the backbone and the SFT model by
+    # every run that loads the checkpoint. The optimizer, scheduler and loop state
+    # are stored by Lightning as usual.
+
+    def trained_state_keys(self) -> set[str]:
+        """State-dict keys of the trainable parameters and of the buffers."""
+        keys = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
+        return keys | {n for n, _ in self.named_buffers(remove_duplicate=False)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict")
+        if state:  # (DeepSpeed writes the weights itself: exclude_frozen_parameters)
+            keep = self.trained_state_keys()
+            checkpoint["state_dict"] = {k: v for k, v in state.items() if k in keep}
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load a checkpoint's state. Frozen weights it does not hold keep their
+        current values; with ``strict`` every trained parameter must be in it and
+        nothing else that the module does not have."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        if strict:
+            missing = sorted(set(result.missing_keys) & self.trained_state_keys())
+            if missing or result.unexpected_keys:
+                raise RuntimeError(
+                    f"checkpoint does not fit {type(self).__name__}: "
+                    f"{len(missing)} trained parameters missing {missing[:3]}, "
+                    f"{len(result.unexpected_keys)} unknown keys {result.unexpected_keys[:3]}"
+                )
+        return result
+
+    @property
+    def strict_loading(self) -> bool:
+        if self._strict_loading is not None:
+            return self._strict_loading
+        # DeepSpeed loads its own checkpoint files into the wrapped module and has not
+        # saved the frozen weights (exclude_frozen_parameters): load non-strictly.
+        strategy = getattr(self._trainer, "strategy", None)
+        return type(strategy).__name__ != "DeepSpeedStrategy"
+
+    @strict_loading.setter
+    def strict_loading(self, value: bool) -> None:
+        self._strict_loading = value
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)

@@ -56,15 +56,9 @@ class PreferenceModule(LLMStage):
             raise ValueError("po.reference=disable_adapter needs a LoRA (peft) policy")
         self.register_buffer("ref_table", torch.empty(0), persistent=False)
 
-    # The frozen copy is rebuilt from the SFT weights, not saved in every checkpoint.
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
-        state = super().state_dict(*args, **kwargs)
-        return {k: v for k, v in state.items() if not k.startswith("ref_model.")}
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        return super().load_state_dict(
-            state_dict, strict=False if self.ref_model is not None else strict, assign=assign
-        )
+    def trained_state_keys(self) -> set[str]:
+        # The frozen copy is rebuilt from the SFT weights: none of it is saved.
+        return {k for k in super().trained_state_keys() if not k.startswith("ref_model.")}
 
     def set_reference_table(self, table: Tensor) -> None:
         """``(num_train_examples, num_candidates)`` reference log-probs (``precompute``)."""
