@@ -29,10 +29,16 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
 
 
+# Not part of what a job computes: where files go, speed and printing, and which of
+# its results is handed to Hydra.
+_NOT_JOB_SETTINGS = ("paths", "runtime", "optimized_metric")
+
+
 def _job_settings(cfg: DictConfig) -> dict:
-    """The settings that define a job (everything but where files go)."""
+    """The settings that define a job (everything in ``_NOT_JOB_SETTINGS`` left out)."""
     settings = OmegaConf.to_container(cfg, resolve=False)
-    settings.pop("paths", None)
+    for key in _NOT_JOB_SETTINGS:
+        settings.pop(key, None)
     return settings
 
 
@@ -45,9 +51,48 @@ def check_same_job(cfg: DictConfig, saved: Path) -> None:
         )
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work with the rest of the config."""
+
+
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """Refuse before training an ``optimized_metric`` the LLM pipeline cannot produce:
+    ``[stage:]split/name`` needs the stage in ``stages`` and the split in ``eval.splits``."""
+    key = cfg.get("optimized_metric")
+    if key is None or OmegaConf.select(cfg, "task._target_") != "recpo.pipeline.run_llm":
+        return
+    stage, _, rest = key.rpartition(":")
+    split = rest.split("/", 1)[0]
+    if stage and stage not in cfg.stages:
+        raise ConfigError(
+            f"optimized_metric={key!r} names stage {stage!r}, which is not in "
+            f"stages={list(cfg.stages)}"
+        )
+    if "/" in rest and split not in cfg.eval.splits:
+        raise ConfigError(
+            f"optimized_metric={key!r} needs split {split!r}, which is not in "
+            f"eval.splits={list(cfg.eval.splits)}"
+        )
+
+
+def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
+    """``metrics[cfg.optimized_metric]``, the value returned to Hydra (``None``: nothing)."""
+    key = cfg.get("optimized_metric")
+    if key is None:
+        return None
+    if key not in metrics:
+        known = ", ".join(sorted(k for k in metrics if "/" in k)[:12])
+        raise ConfigError(
+            f"optimized_metric={key!r} is not among this run's results "
+            f"({cfg.paths.output_dir}/results.json): choose one of {known}, ..."
+        )
+    return float(metrics[key])
+
+
 def train(cfg: DictConfig) -> dict:
     """Run the configured task and return its metrics (also saved as ``results.json``)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    check_optimized_metric(cfg)
     out = Path(cfg.paths.output_dir)
     results = out / "results.json"
     if results.is_file():
@@ -107,9 +152,12 @@ def single_job_argv():
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Train, then return ``optimized_metric`` (a validation metric by default) to Hydra:
+    the value an optimizing sweeper tunes."""
     try:
         with single_job_argv():
             metrics = train(cfg)
+        return optimized_value(cfg, metrics)
     except DataError as err:
         # Bad input: one clear line, not a stack trace.
         log.error("data error: %s", err)
@@ -118,7 +166,9 @@ def main(cfg: DictConfig) -> float | None:
         # A backbone that cannot be obtained: one line saying what to do.
         log.error("backbone error: %s", err)
         raise SystemExit(2) from None
-    return metrics.get("test/hr@1")
+    except ConfigError as err:
+        log.error("config error: %s", err)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
