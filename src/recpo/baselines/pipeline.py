@@ -48,6 +48,7 @@ def make_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint
     loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
     trainer = hydra.utils.instantiate(
         cfg.trainer,
+        **OmegaConf.to_container(cfg.runtime.trainer, resolve=True),  # logging cadence, paths
         max_epochs=b.max_epochs,
         gradient_clip_val=b.gradient_clip_val,
         callbacks=callbacks,
