@@ -131,8 +131,11 @@ METRICS = {
 _BASES = {"dpo": "DPO", "dmpo": "DMPO", "sdpo": "S-DPO", "mppo": "MPPO"}
 # DynamicPO plug-in objective -> the multi-negative objective it extends.
 PLUGINS = {"dynamicpo": "dmpo", "dynamicpo_sdpo": "sdpo", "dynamicpo_mppo": "mppo"}
-_PLUGIN_NAMES = {"dynamicpo": "DynamicPO", "dynamicpo_sdpo": "DynamicPO-S-DPO"}
-_PLUGIN_NAMES["dynamicpo_mppo"] = "DynamicPO-MPPO"
+_PLUGIN_NAMES = {
+    "dynamicpo": "DynamicPO",
+    "dynamicpo_sdpo": "DynamicPO-S-DPO",
+    "dynamicpo_mppo": "DynamicPO-MPPO",
+}
 
 
 def select(cfg: DictConfig, path: str) -> Any:
