@@ -93,6 +93,9 @@ def log_report(
         where = run.url if mode == "online" and run.url else str(Path(run.dir).parent)
     finally:
         run.finish()
+        # The run's log file is complete only once W&B's service has stopped (offline
+        # runs can still be at their header when finish() returns).
+        wandb.teardown()
     return where
 
 
