@@ -97,6 +97,7 @@ IGNORED = (
     "callbacks",
     "hydra",
     "runtime",
+    "optimized_metric",
     "task_name",
     "seed",
     "sft.reuse",
