@@ -118,6 +118,7 @@ from common import (
     make_synthetic_batch,
     parameter_bytes,
     sample_rows,
+    sklearn_available,
     split_parameters,
     synchronize,
     timed,
@@ -130,6 +131,7 @@ from recpo.objectives.plugin import dynamicpo
 from recpo.objectives.types import PreferenceLogps
 
 PARTS = ("step", "largest", "accumulate", "objective")
+WAYS = ("authors", "recpo", "recpo+compile")
 # Standard deviation of the noise that moves the policy off the reference before the check.
 CHECK_NOISE = 0.01
 # Dense bf16 tensor-core peaks (TFLOP/s) by a substring of the device name; the
@@ -165,6 +167,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--k", type=int, default=15, help="negatives per example")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    parser.add_argument(
+        "--ways",
+        nargs="+",
+        default=list(WAYS),
+        choices=WAYS,
+        help="the ways the parts run (the check before them compares authors and recpo)",
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4])
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per way and batch")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per way and batch")
@@ -172,7 +181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--memory-cap-gib",
         type=float,
-        help="memory a way may use (default: 8 on a CPU, the GPU's memory less 2 GiB)",
+        help="memory a way may use (default: 2 on a CPU, where the largest batches must run"
+        " in minutes; on a GPU its memory less 2 GiB)",
     )
     parser.add_argument("--max-batch", type=int, default=512, help="upper end of the search")
     parser.add_argument(
@@ -181,6 +191,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro-batch", type=int, default=4, help="accumulation micro-batch")
     parser.add_argument("--accumulation", type=int, default=8, help="micro-batches per update")
     parser.add_argument("--objective-repeats", type=int, default=20)
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the memory update of the step part"
+    )
     parser.add_argument("--compile-mode", help="torch.compile mode (default: its default)")
     parser.add_argument("--no-compile", action="store_true", help="skip recpo+compile")
     parser.add_argument("--lr", type=float, default=1e-5)
@@ -521,9 +534,15 @@ class Context:
     n_head: int
     cap_gib: float
     peak_tflops: float | None
+    # The smallest batch measured so far per way: (batch, peak MiB), for predictions.
+    measured: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def way(self, name: str) -> Way:
         return next(w for w in self.ways if w.name == name)
+
+    def selected(self) -> list[Way]:
+        """The ways ``--ways`` asks the parts to run."""
+        return [w for w in self.ways if w.name in self.args.ways]
 
     def fixed_gib(self, way: Way) -> float:
         """Weights and optimizer state the way holds between steps."""
@@ -601,6 +620,9 @@ def measure(runs: list[Run], ctx: Context, *, repeats: int, warmup: int, memory:
             if peak is not None:
                 run.peak_mib = peak
                 run.footprint_gib = ctx.fixed_gib(run.way) + peak / 1024
+                known = ctx.measured.get(run.way.name)
+                if known is None or run.size < known[0]:
+                    ctx.measured[run.way.name] = (run.size, peak)
 
 
 # ---------------------------------------------------------------------------- printing
@@ -725,7 +747,7 @@ def check_agreement(ctx: Context, compiled: CompiledObjective | None) -> dict[st
         compiled_losses = compiled(leaves).losses
         compile_s = time.perf_counter() - start
         eager_losses = dynamicpo(leaves).losses
-        diff = float((compiled_losses - eager_losses).abs().max())
+        diff = float((compiled_losses - eager_losses).detach().abs().max())
         result.update(compile_seconds=compile_s, max_abs_compiled_loss_diff=diff)
         print(
             f"check: compiled DynamicPO (mode {compiled.mode or 'default'}) vs eager:"
@@ -738,8 +760,14 @@ def check_agreement(ctx: Context, compiled: CompiledObjective | None) -> dict[st
 def part_step(ctx: Context) -> list[Run]:
     runs = []
     for size in ctx.args.batch_sizes:
-        batch_runs = [Run(way, size) for way in ctx.ways]
-        measure(batch_runs, ctx, repeats=ctx.args.repeats, warmup=ctx.args.warmup, memory=True)
+        batch_runs = [Run(way, size) for way in ctx.selected()]
+        measure(
+            batch_runs,
+            ctx,
+            repeats=ctx.args.repeats,
+            warmup=ctx.args.warmup,
+            memory=not ctx.args.no_memory,
+        )
         print_runs(f"one step at batch {size}, K = {ctx.args.k}", batch_runs, ctx)
         runs += batch_runs
     return runs
@@ -750,7 +778,15 @@ def round_batch(size: float) -> int:
     return int(size) if size < 4 else int(size) // 4 * 4
 
 
-def largest_batch(way: Way, start: Run | None, ctx: Context) -> tuple[int | None, list[dict]]:
+def measured_peak(way: Way, ctx: Context) -> tuple[int, float] | None:
+    """``(batch, peak MiB)`` of the smallest batch measured for ``way``; one update at
+    the micro-batch is measured first when there is none (None: it ran out of memory)."""
+    if way.name not in ctx.measured:
+        measure([Run(way, ctx.args.micro_batch)], ctx, repeats=0, warmup=0, memory=True)
+    return ctx.measured.get(way.name)
+
+
+def largest_batch(way: Way, ctx: Context) -> tuple[int | None, list[dict]]:
     """The largest batch whose footprint fits the cap.
 
     The peak memory per example of the last measured batch predicts the largest
@@ -759,11 +795,10 @@ def largest_batch(way: Way, start: Run | None, ctx: Context) -> tuple[int | None
     most five measured updates, up to ``--max-batch``).
     """
     args, fixed = ctx.args, ctx.fixed_gib(way)
-    if start is None or start.peak_mib is None:
-        start = Run(way, args.micro_batch)
-        measure([start], ctx, repeats=0, warmup=0, memory=True)
-        if start.peak_mib is None:
-            return None, [{"batch": start.size, "footprint_gib": None, "fits": False}]
+    start = measured_peak(way, ctx)
+    if start is None:
+        return None, [{"batch": args.micro_batch, "footprint_gib": None, "fits": False}]
+    start_size, start_peak = start
 
     def predict(peak_mib: float, size: int) -> int:
         per_example_gib = max(peak_mib, 1e-3) / 1024 / size
@@ -771,16 +806,28 @@ def largest_batch(way: Way, start: Run | None, ctx: Context) -> tuple[int | None
 
     tried: list[dict] = []
     best = None
-    size = predict(start.peak_mib, start.size)
+    size = predict(start_peak, start_size)
+    if size < 1:  # even the measured batch is over the cap
+        footprint = fixed + start_peak / 1024
+        return None, [{"batch": start_size, "footprint_gib": footprint, "fits": False}]
     while size >= 1 and len(tried) < 5 and all(t["batch"] != size for t in tried):
         probe = Run(way, size)
         measure([probe], ctx, repeats=0, warmup=0, memory=True)
         fits = probe.footprint_gib is not None and probe.footprint_gib <= ctx.cap_gib
-        tried.append({"batch": size, "footprint_gib": probe.footprint_gib, "fits": fits})
+        tried.append(
+            {
+                "batch": size,
+                "peak_mib": probe.peak_mib,
+                "footprint_gib": probe.footprint_gib,
+                "fits": fits,
+            }
+        )
         if fits:
             best = max(best or 0, size)
             size = predict(probe.peak_mib, size)
-            if size <= best:
+            if size <= best * 1.125 and best < args.max_batch <= size:
+                size = args.max_batch  # one more try at the upper end
+            elif size <= best * 1.125:  # less than an eighth more: done
                 break
         else:
             if probe.peak_mib is None:  # out of memory: a quarter smaller
@@ -792,12 +839,11 @@ def largest_batch(way: Way, start: Run | None, ctx: Context) -> tuple[int | None
     return best, tried
 
 
-def part_largest(ctx: Context, step_runs: list[Run]) -> tuple[list[Run], dict]:
-    ways = [w for w in ctx.ways if w.name != "recpo+compile"]
+def part_largest(ctx: Context) -> tuple[list[Run], dict]:
+    ways = [w for w in ctx.selected() if w.name != "recpo+compile"]
     searches, runs = {}, []
     for way in ways:
-        measured = [r for r in step_runs if r.way is way and r.peak_mib is not None]
-        size, tried = largest_batch(way, measured[0] if measured else None, ctx)
+        size, tried = largest_batch(way, ctx)
         capped = size is not None and size >= ctx.args.max_batch
         searches[way.name] = {"largest": size, "tried": tried, "capped_by_max_batch": capped}
         tries = ", ".join(
@@ -809,24 +855,30 @@ def part_largest(ctx: Context, step_runs: list[Run]) -> tuple[list[Run], dict]:
         run = Run(way, size or ctx.args.micro_batch)
         if size is None:
             run.skipped = f"no batch fits {ctx.cap_gib:.1f} GiB"
+        else:  # the memory measured by the search
+            fitting = next(t for t in tried if t["batch"] == size)
+            run.peak_mib, run.footprint_gib = fitting["peak_mib"], fitting["footprint_gib"]
         runs.append(run)
-    measure(runs, ctx, repeats=ctx.args.large_repeats, warmup=1, memory=True)
+    # The search's updates at these sizes were the warm-up (a CUDA allocator still
+    # gets one more, to settle its cache).
+    warmup = 1 if ctx.args.device == "cuda" else 0
+    measure(runs, ctx, repeats=ctx.args.large_repeats, warmup=warmup, memory=False)
     print_runs(
         f"the largest batch each way fits under {ctx.cap_gib:.1f} GiB, K = {ctx.args.k}", runs, ctx
     )
     return runs, searches
 
 
-def part_accumulate(ctx: Context, step_runs: list[Run]) -> list[Run]:
+def part_accumulate(ctx: Context) -> list[Run]:
     """Effective batch micro x accumulation as one batch and as accumulation."""
     args = ctx.args
     big = args.micro_batch * args.accumulation
     runs = []
-    for way in [w for w in ctx.ways if w.name != "recpo+compile"]:
+    for way in [w for w in ctx.selected() if w.name != "recpo+compile"]:
         whole = Run(way, big, label=f"{way.name}, one batch")
-        measured = [r for r in step_runs if r.way is way and r.peak_mib is not None]
-        if measured:
-            predicted = ctx.fixed_gib(way) + measured[0].peak_mib / 1024 * big / measured[0].size
+        start = measured_peak(way, ctx)
+        if start is not None:
+            predicted = ctx.fixed_gib(way) + start[1] / 1024 * big / start[0]
             if predicted > ctx.cap_gib:
                 whole.skipped = f"over the cap (predicted {predicted:.1f} GiB)"
         runs += [whole, Run(way, args.micro_batch, args.accumulation, f"{way.name}, accumulated")]
@@ -892,13 +944,15 @@ def part_objective(
         share = f"{100 * medians[name] / step_ms:.2f}%" if step_ms else "-"
         print(f"| {name} | {medians[name]:.3f} | {min(times[name]) * 1e3:.3f} | {share} |")
     result: dict[str, Any] = {"times": times, "recpo_step_ms": step_ms}
+    best = {name: min(t) * 1e3 for name, t in times.items()}
     for how in ("eager", "compiled"):
         if f"DynamicPO {how}" not in medians:
             continue
-        gap = medians[f"DynamicPO {how}"] - medians[f"DMPO {how}"]
-        share = f" = {100 * gap / step_ms:+.3f}% of the recpo step" if step_ms else ""
-        print(f"DynamicPO over DMPO ({how}): {gap:+.3f} ms{share}")
-        result[f"dynamicpo_overhead_ms_{how}"] = gap
+        for stat, values in (("median", medians), ("best", best)):
+            gap = values[f"DynamicPO {how}"] - values[f"DMPO {how}"]
+            share = f" = {100 * gap / step_ms:+.3f}% of the recpo step" if step_ms else ""
+            print(f"DynamicPO over DMPO ({how}, {stat}s): {gap:+.3f} ms{share}")
+            result[f"dynamicpo_overhead_ms_{how}_{stat}"] = gap
     sys.stdout.flush()
     return result
 
@@ -970,7 +1024,7 @@ def main(argv: list[str] | None = None) -> None:
         args.memory_cap_gib = (
             torch.cuda.get_device_properties(0).total_memory / 2**30 - 2
             if args.device == "cuda"
-            else 8.0
+            else 2.0
         )
 
     loaded = load_model(args)
@@ -1005,6 +1059,12 @@ def main(argv: list[str] | None = None) -> None:
         f" trainable {trainable:,}; vocabulary {vocab_size:,}"
     )
     print(f"# device: {machine_description(args.device)}; {load_average()} at the start")
+    if not sklearn_available():
+        print(
+            "# NOTE: scikit-learn is not installed: the authors' per-example k-means runs as"
+            " a NumPy loop (common._kmeans_numpy), cheaper than sklearn's KMeans: the"
+            " speedups below are understated"
+        )
     print(
         f"# data: {data_description}; K = {args.k}; DynamicPO {hyperparameters()} both ways;"
         f" AdamW lr {args.lr}. Reference: authors = a second frozen copy, recpo ="
@@ -1031,10 +1091,10 @@ def main(argv: list[str] | None = None) -> None:
         step_runs = part_step(ctx)
         results["step"] = [r.summary() for r in step_runs]
     if "largest" in args.parts:
-        runs, searches = part_largest(ctx, step_runs)
+        runs, searches = part_largest(ctx)
         results["largest"] = {"search": searches, "runs": [r.summary() for r in runs]}
     if "accumulate" in args.parts:
-        results["accumulate"] = [r.summary() for r in part_accumulate(ctx, step_runs)]
+        results["accumulate"] = [r.summary() for r in part_accumulate(ctx)]
     if "objective" in args.parts:
         results["objective"] = part_objective(ctx, compiled, step_runs)
     print(f"\n# {load_average()} at the end")

@@ -39,20 +39,27 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmarks' shared module, ``common``
 sys.path.insert(0, str(REPO / "src"))  # recpo, when it is not installed
 
-# What each part of the check imports; ``deepspeed`` is optional (plain fallback).
+# What each part of the check imports; ``deepspeed`` is optional (plain fallback),
+# ``sklearn`` too (bench_vs_authors then runs the authors' k-means in NumPy).
 PACKAGES = [
     "torch",
     "transformers",
     "peft",
     "lightning",
     "deepspeed",
+    "sklearn",
     "tokenizers",
     "omegaconf",
     "pandas",
     "numpy",
 ]
 # The project modules each step imports (they pull in the packages above).
-RECPO_MODULES = ["recpo.models.scoring", "recpo.data", "recpo.training.preference"]
+RECPO_MODULES = [
+    "recpo.models.scoring",
+    "recpo.data",
+    "recpo.training.preference",
+    "recpo.objectives.compiled",
+]
 
 
 def report_environment() -> None:

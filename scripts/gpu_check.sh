@@ -3,17 +3,28 @@
 # no network: it installs nothing, says what is missing, and skips what cannot run.
 #
 #   1. env             nvidia-smi, versions of the stack, missing packages
-#   2. train_dmpo      a few PreferenceModule steps under Lightning, Llama-2-7b shape,
+#   2. vs_authors      benchmarks/bench_vs_authors.py: a whole DynamicPO step the
+#                      authors' way vs recpo's (and with the objective compiled, CUDA
+#                      graphs), batch 4, K=15, Llama-2-7b shape, random weights, bf16,
+#                      LoRA, gradient checkpointing: examples/s, tokens/s, peak
+#                      memory, MFU; then the objective alone, eager vs compiled
+#   3. vs_authors_large  the same model: the largest batch each way fits, and one
+#                      batch of 32 vs 4 x 8 accumulation
+#   4. vs_authors_smollm2  the whole-step comparison on SmolLM2-135M's shape (random
+#                      weights, bf16, full fine-tuning), all parts
+#   5. train_dmpo      a few PreferenceModule steps under Lightning, Llama-2-7b shape,
 #      train_dynamicpo random weights, bf16, LoRA r=8/alpha=32, gradient checkpointing,
 #                      batch 4, K=15, prompts ~200 tokens, DeepSpeed ZeRO-2 on 1 GPU
 #                      (plain bf16 + LoRA, said loudly, when deepspeed is missing):
 #                      step time and peak memory for DMPO and DynamicPO
-#   3. scoring_sdpa    benchmarks/bench_scoring.py, concat vs shared, sdpa
-#   4. po_step         benchmarks/bench_po_step.py, DMPO vs DynamicPO step time
-#   5. scoring_flex    benchmarks/bench_scoring.py with FlexAttention (compiles; last)
+#   6. scoring_sdpa    benchmarks/bench_scoring.py, concat vs shared, sdpa
+#   7. po_step         benchmarks/bench_po_step.py, DMPO vs DynamicPO step time
+#   8. scoring_flex    benchmarks/bench_scoring.py with FlexAttention (compiles; last)
 #
 # Every step has its own timeout and the whole run stops starting steps once
-# GPU_CHECK_BUDGET seconds (default 480) are spent, so it ends within ~8 minutes.
+# GPU_CHECK_BUDGET seconds (default 540) are spent, so it ends within ~9 minutes
+# (steps 5-8 were measured before, see experiments/gpu/README.md: with the default
+# budget they run only when the new ones finish early).
 # Logs, JSON results and summary.md go to $OUT (default ./gpu_out).
 #
 # Environment:
@@ -22,9 +33,12 @@
 #                       python whose torch sees a GPU, else the first with torch)
 #   GPU_CHECK_SHAPE     llama2-7b (default) | tiny: the same steps on the CPU with a
 #                       2-layer model, without DeepSpeed or FlexAttention (tests this script)
-#   GPU_CHECK_BUDGET    seconds for the whole run (default 480)
+#   GPU_CHECK_BUDGET    seconds for the whole run (default 540)
+#   GPU_CHECK_STEPS     the steps to run (default: all, in the order above), e.g.
+#                       "vs_authors vs_authors_large"; env always runs
 #   GPU_CHECK_STRATEGY  deepspeed | plain: force the training steps' strategy
-#   GPU_CHECK_LENGTHS   optional lengths JSON for bench_scoring --lengths-from (real
+#   GPU_CHECK_LENGTHS   optional lengths JSON for --lengths-from of bench_scoring and
+#                       bench_vs_authors (real
 #                       LastFM lengths written by bench_scoring.py --export-lengths,
 #                       for a machine without the data)
 #   RECPO_DATA_DIR      folder holding lastfm/ (used by the benchmarks when present)
@@ -37,13 +51,15 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
 SHAPE="${GPU_CHECK_SHAPE:-llama2-7b}"
-BUDGET="${GPU_CHECK_BUDGET:-480}"
+BUDGET="${GPU_CHECK_BUDGET:-540}"
+STEPS=" ${GPU_CHECK_STEPS:-vs_authors vs_authors_large vs_authors_smollm2 train scoring_sdpa po_step scoring_flex} "
+wants() { [[ "$STEPS" == *" $1 "* ]]; }
 START=$SECONDS
 LAST_STATUS=
 SUMMARY="$OUT/summary.md"
 TABLE="$OUT/.steps.md"
 # Files of an earlier run in the same folder would mix into this run's summary.
-rm -f "$OUT"/{env,nvidia-smi,train_*,scoring_*,po_step}.{log,json} "$OUT/notes.txt" "$SUMMARY"
+rm -f "$OUT"/{env,nvidia-smi,train_*,scoring_*,po_step,vs_authors*}.{log,json} "$OUT/notes.txt" "$SUMMARY"
 : >"$TABLE"
 : >"$OUT/commands.txt"
 
@@ -146,6 +162,12 @@ if [[ "$SHAPE" == tiny ]]; then
     TRAIN_MODEL=(--device cpu --shape tiny)
     SCORING_RUN=(--ks 1 15 --repeats 1)
     PO_RUN=(--batch-sizes 4 --repeats 3 --warmup 1 --objective-repeats 5 --batches 2)
+    # Small and without torch.compile (tens of seconds on a CPU): tests the script.
+    VS_MODEL=(--device cpu --dtype float32 --shape tiny --lora --gradient-checkpointing --no-compile)
+    VS_RUN=(--parts step objective --batch-sizes 2 --micro-batch 2 --repeats 1 --objective-repeats 2)
+    VS_LARGE=(--parts largest accumulate --memory-cap-gib 0.3 --max-batch 8 --micro-batch 2
+        --accumulation 2 --large-repeats 1)
+    VS_SMOL=()
 elif [[ "$SHAPE" == llama2-7b ]]; then
     DEVICE=cuda
     BENCH_MODEL=(--device cuda --dtype bfloat16 --shape llama2-7b --lora --gradient-checkpointing)
@@ -153,6 +175,13 @@ elif [[ "$SHAPE" == llama2-7b ]]; then
     SCORING_RUN=(--ks 1 3 7 15 --repeats 2)
     # Every objective timing follows a 7B forward: few of them.
     PO_RUN=(--batch-sizes 4 32 --repeats 5 --warmup 1 --objective-repeats 10 --batches 2)
+    # reduce-overhead: the compiled objective replays as a CUDA graph.
+    VS_MODEL=(--device cuda --dtype bfloat16 --shape llama2-7b --lora --gradient-checkpointing
+        --compile-mode reduce-overhead)
+    VS_RUN=(--parts step objective --batch-sizes 4 --repeats 5 --objective-repeats 20)
+    VS_LARGE=(--parts largest accumulate --max-batch 64 --large-repeats 2 --no-compile)
+    VS_SMOL=(--device cuda --dtype bfloat16 --shape smollm2-135m --compile-mode reduce-overhead
+        --batch-sizes 4 --repeats 5 --max-batch 256 --objective-repeats 20)
 else
     echo "GPU_CHECK_SHAPE must be llama2-7b or tiny, not '$SHAPE'" >&2
     exit 2
@@ -193,10 +222,33 @@ need() { # need STEP MODULE...: prints 1 when every module imports, else 0 (and 
     echo 1
 }
 TRAIN_DEPS=$(need "train_dmpo/train_dynamicpo" peft lightning recpo.training.preference)
+VS_DEPS=$(need "vs_authors" peft sklearn lightning recpo.training.preference recpo.data)
 PO_DEPS=$(need "po_step" peft lightning recpo.training.preference recpo.data)
 SCORING_DEPS=$(need "scoring_sdpa/scoring_flex" transformers peft recpo.models.scoring)
 
-# 2. a few training steps, DMPO and DynamicPO ----------------------------------
+# 2-4. a whole DynamicPO step, the authors' way vs recpo's ----------------------
+vs_authors() { # vs_authors NAME TIMEOUT ARGS...: one bench_vs_authors.py run
+    local name=$1 limit=$2
+    shift 2
+    if ! wants "$name"; then
+        return
+    fi
+    if ((!VS_DEPS)); then
+        skip "$name" "missing packages (see env.log)"
+        return
+    fi
+    run "$name" "$limit" "$PY" benchmarks/bench_vs_authors.py "$@" ${LENGTHS[@]+"${LENGTHS[@]}"} \
+        --json-out "$OUT/$name.json"
+}
+vs_authors vs_authors 200 "${VS_MODEL[@]}" "${VS_RUN[@]}"
+vs_authors vs_authors_large 200 "${VS_MODEL[@]}" "${VS_LARGE[@]}"
+if ((${#VS_SMOL[@]})); then
+    vs_authors vs_authors_smollm2 150 "${VS_SMOL[@]}"
+elif wants vs_authors_smollm2; then
+    skip vs_authors_smollm2 "SmolLM2-135M's shape is GPU-only here (minutes per step on a CPU)"
+fi
+
+# 5. a few training steps, DMPO and DynamicPO ----------------------------------
 if [[ "$SHAPE" == tiny ]]; then
     STRATEGY=plain
     echo "(tiny shape on the CPU: DeepSpeed skipped, plain float32 + LoRA)" | tee -a "$OUT/notes.txt"
@@ -208,6 +260,7 @@ else
 fi
 STRATEGY="${GPU_CHECK_STRATEGY:-$STRATEGY}"
 for objective in dmpo dynamicpo; do
+    wants train || break
     if ((!TRAIN_DEPS)); then
         skip "train_$objective" "missing packages (see env.log)"
         continue
@@ -224,24 +277,30 @@ for objective in dmpo dynamicpo; do
     fi
 done
 
-# 3. scoring benchmark, sdpa ---------------------------------------------------
-if ((SCORING_DEPS)); then
+# 6. scoring benchmark, sdpa ---------------------------------------------------
+if ! wants scoring_sdpa; then
+    :
+elif ((SCORING_DEPS)); then
     run scoring_sdpa 120 "$PY" benchmarks/bench_scoring.py "${BENCH_MODEL[@]}" --attn sdpa \
         "${SCORING_RUN[@]}" ${LENGTHS[@]+"${LENGTHS[@]}"} --json-out "$OUT/scoring_sdpa.json"
 else
     skip scoring_sdpa "missing packages (see env.log)"
 fi
 
-# 4. DMPO vs DynamicPO step time -------------------------------------------------
-if ((PO_DEPS)); then
+# 7. DMPO vs DynamicPO step time -------------------------------------------------
+if ! wants po_step; then
+    :
+elif ((PO_DEPS)); then
     run po_step 150 "$PY" benchmarks/bench_po_step.py "${BENCH_MODEL[@]}" "${PO_RUN[@]}" \
         --json-out "$OUT/po_step.json"
 else
     skip po_step "missing packages (see env.log)"
 fi
 
-# 5. scoring benchmark, FlexAttention (compiles per shape: last, rows kept on timeout)
-if [[ "$DEVICE" != cuda ]]; then
+# 8. scoring benchmark, FlexAttention (compiles per shape: last, rows kept on timeout)
+if ! wants scoring_flex; then
+    :
+elif [[ "$DEVICE" != cuda ]]; then
     skip scoring_flex "FlexAttention needs CUDA"
 elif ((SCORING_DEPS)); then
     # bpe only: every (K, regime) shape compiles anew, ~10-30 s each.
@@ -270,11 +329,11 @@ fi
     for name in train_dmpo train_dmpo_plain train_dynamicpo train_dynamicpo_plain; do
         [[ -f "$OUT/$name.log" ]] && grep -E '^RESULT' "$OUT/$name.log"
     done
-    for name in scoring_sdpa po_step scoring_flex; do
+    for name in vs_authors vs_authors_large vs_authors_smollm2 scoring_sdpa po_step scoring_flex; do
         [[ -f "$OUT/$name.log" ]] || continue
         echo
         echo "## $name"
-        grep -E '^(# |###|lengths:|\||  +[a-z -]+: )' "$OUT/$name.log"
+        grep -E '^(# |###|lengths:|\||  +[a-z -]+: |check|largest batch|recpo: |DynamicPO over)' "$OUT/$name.log"
     done
 } >"$SUMMARY" 2>/dev/null
 rm -f "$TABLE"
