@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -208,6 +209,18 @@ def load_sft(cfg: DictConfig, sft_path: Path, base: Backbone, fresh_adapter: boo
     return Backbone(model, load_tokenizer(sft_path, cfg.backbone.get("pad_token")), base.path, True)
 
 
+def po_policy(cfg: DictConfig, sft_path: Path, base: Backbone) -> Backbone:
+    """The PO policy: the SFT model (LoRA: merged, with a fresh adapter).
+
+    The random number generators are seeded first, so the fresh adapter and the
+    stage's random draws (dropout) do not depend on whether SFT was trained in this
+    process or reused: a PO job gives the same result in a sweep's first job, in a
+    later one, and in a re-run that resumes it.
+    """
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    return load_sft(cfg, sft_path, base, fresh_adapter=True)
+
+
 def reference_mode(cfg: DictConfig, policy: Backbone) -> str:
     """``po.reference``; ``auto`` picks none / disable_adapter / copy."""
     mode = cfg.po.reference
@@ -357,7 +370,7 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
             sft_path = Path(cfg.po.init_from) if cfg.po.get("init_from") else sft_folder(cfg, dm)
             if not sft_path.is_dir():
                 raise FileNotFoundError(f"po needs an SFT model at {sft_path}: add 'sft' to stages")
-        policy = load_sft(cfg, sft_path, base, fresh_adapter=True)
+        policy = po_policy(cfg, sft_path, base)
         po_dm = dm.for_stage(**stage_data_args(cfg, "po"))
         run_po(cfg, po_dm, policy)
         if is_rank_zero():

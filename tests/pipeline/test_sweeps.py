@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from recpo.train import train
 from tests.conftest import CONF, REPO, compose
@@ -56,6 +56,18 @@ def test_committed_sweeps_compose():
         assert params, path.name
         # Job folders are named by their settings (not by time), minus the path keys.
         assert "paths.data_dir" in cfg.hydra.job.config.override_dirname.exclude_keys
+        # Each swept key exists: a job with the first value of every parameter composes
+        # (a renamed key, e.g. data.num_negatives -> po.num_negatives, fails here).
+        first = [f"{key}={str(values).split(',')[0]}" for key, values in params.items()]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            job = hydra_compose(
+                "train", overrides=["+experiment=lastfm_dynamicpo", f"+sweep={path.stem}", *first]
+            )
+        for override in first:
+            key, value = override.split("=")
+            if "." in key:
+                got = OmegaConf.select(job, key)
+                assert str(got).lower() == value.lower(), (path.name, override)
 
 
 def test_sft_is_reused_across_po_settings(tmp_path):
@@ -125,11 +137,14 @@ def test_ddp_jobs_inside_a_multirun_sweep(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, finetune):
     """Kill a run after its first PO checkpoint, run the same command again: it resumes
-    and ends with the metrics of an uninterrupted run."""
+    and ends with the metrics of an uninterrupted run. LoRA checkpoints hold the adapter
+    only (tests/training/test_checkpoints.py is the fast version)."""
     args = [
         "+experiment=demo",
+        f"backbone.finetune={finetune}",
         "data.source.synthetic.num_users=150",
         "eval.max_examples=40",
         "sft.max_epochs=1",
@@ -159,6 +174,10 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert last.exists() and not (run_dir / "results.json").exists(), (
         "the run was not interrupted mid-PO"
     )
+    import torch
+
+    state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(("lora_" in k) == (finetune == "lora") for k in state)
     resumed = _run([*args, f"hydra.run.dir={run_dir}"], timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming po from" in resumed.stdout + resumed.stderr
@@ -179,3 +198,38 @@ def test_sft_reuse_off_trains_again_and_keeps_the_stored_model(tmp_path):
     train(again)
     assert (stored / "config.json").stat().st_mtime_ns == stamp
     assert (Path(again.paths.output_dir) / "sft_model" / "config.json").is_file()
+
+
+def test_po_adapter_does_not_depend_on_what_ran_before(tmp_path):
+    """With LoRA, PO starts from a fresh adapter: it is the same whether SFT was
+    trained in this process (random draws consumed) or reused (none), so a sweep's
+    first job and its re-run agree."""
+    import torch
+
+    from recpo.models.backbone import load_backbone
+    from recpo.pipeline import build_datamodule, po_policy
+    from recpo.training.common import save_pretrained_atomic
+
+    cfg = compose([*SMALL, "backbone.finetune=lora"], tmp_path)
+    dm = build_datamodule(cfg)
+    ds = dm.load()
+
+    def base():
+        return load_backbone(
+            cfg.backbone,
+            model_dir=None,
+            cache_dir=cfg.paths.cache_dir,
+            titles=list(ds.catalog.names.values()),
+            texts=dm.tokenizer_texts(),
+        )
+
+    sft = base()
+    save_pretrained_atomic(sft.model, sft.tokenizer, tmp_path / "sft")
+    adapters = []
+    for draws in (0, 1000):
+        torch.rand(draws)
+        policy = po_policy(cfg, tmp_path / "sft", base())
+        adapters.append({k: v for k, v in policy.model.named_parameters() if v.requires_grad})
+    assert adapters[0] and set(adapters[0]) == set(adapters[1])
+    for key, value in adapters[0].items():
+        assert torch.equal(value, adapters[1][key]), key

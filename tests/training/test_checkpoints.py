@@ -27,6 +27,7 @@ from tests.conftest import compose
 OVERRIDES = [
     "data.source.synthetic.num_users=40",
     "backbone.finetune=lora",
+    "backbone.lora.dropout=0.1",  # random draws in training: resuming restores the generators
     "po.max_train_examples=8",
     "po.batch_size=4",
     "po.num_negatives=3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torchmetrics import MeanMetric
 
@@ -91,6 +93,14 @@ class LLMStage(L.LightningModule):
         if state:  # (DeepSpeed writes the weights itself: exclude_frozen_parameters)
             keep = self.trained_state_keys()
             checkpoint["state_dict"] = {k: v for k, v in state.items() if k in keep}
+        # The random generators too, so that a resumed run draws what an uninterrupted
+        # one draws next (dropout). One process: with several, each has its own.
+        if self.trainer.world_size == 1:
+            checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint and self.trainer.world_size == 1:
+            set_rng_states(checkpoint["rng_states"])
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Load a checkpoint's state. Frozen weights it does not hold keep their
@@ -134,6 +144,30 @@ class LLMStage(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random generators of torch (CPU, CUDA), numpy and Python, in types
+    that a checkpoint loads with ``weights_only``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [version, list(state), py_gauss],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, state, py_gauss = states["python"]
+    random.setstate((version, tuple(state), py_gauss))
 
 
 def save_pretrained_atomic(model: Any, tokenizer: Any, out: Path, merge_lora: bool = False) -> Path:
