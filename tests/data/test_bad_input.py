@@ -102,6 +102,29 @@ def case_unknown_json_name(tmp_path):
     )
 
 
+def case_json_row_not_an_object(tmp_path):
+    read_sdpo_json(_sdpo(tmp_path, [["A", "B"]]), "x")
+
+
+def case_json_item_list_not_titles(tmp_path):
+    read_sdpo_json(
+        _sdpo(tmp_path, [{"historyList": "A", "itemList": ["B", 3], "trueSelection": "B"}]), "x"
+    )
+
+
+def case_json_history_not_titles(tmp_path):
+    read_sdpo_json(
+        _sdpo(tmp_path, [{"historyList": 12, "itemList": ["A", "B"], "trueSelection": "B"}]), "x"
+    )
+
+
+def case_json_selection_not_a_title(tmp_path):
+    read_sdpo_json(
+        _sdpo(tmp_path, [{"historyList": "A", "itemList": ["A", "B"], "trueSelection": ["B"]}]),
+        "x",
+    )
+
+
 def _validate(example: Example, min_candidates: int = 2):
     catalog = ItemCatalog({i: f"I{i}" for i in range(30)}, 30)
     validate_candidates(
@@ -291,6 +314,10 @@ CASES = [
     (case_empty_history_json, ["x-train.json", "row 0", "empty history"]),
     (case_missing_json_key, ["x-train.json", "row 0", "trueSelection"]),
     (case_unknown_json_name, ["x-train.json", "row 0", "unknown candidate", "Zed"]),
+    (case_json_row_not_an_object, ["x-train.json", "row 0", "expected an object", "list"]),
+    (case_json_item_list_not_titles, ["x-train.json", "row 0", "column 'itemList'", "titles"]),
+    (case_json_history_not_titles, ["x-train.json", "row 0", "column 'historyList'", "int 12"]),
+    (case_json_selection_not_a_title, ["row 0", "column 'trueSelection'", "a title", "list"]),
     (case_target_absent_from_candidates, ["train.json", "row 3", "absent from its candidates"]),
     (case_duplicate_candidates, ["train.json", "row 3", "duplicate candidates [7]"]),
     (case_too_few_candidates, ["train.json", "row 3", "3 candidates, expected at least 16"]),

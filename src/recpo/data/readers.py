@@ -446,6 +446,10 @@ def split_history(text: str, known: dict[str, int] | None = None) -> list[str]:
     return parse(0) or plain
 
 
+def _is_titles(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def read_sdpo_json(
     paths: dict[str, str | Path],
     name: str,
@@ -486,18 +490,43 @@ def read_sdpo_json(
             raise DataError("expected a JSON list of rows", path)
         examples = []
         for row, obj in enumerate(rows):
+            if not isinstance(obj, dict):
+                raise DataError(
+                    f"expected an object with historyList, itemList and trueSelection, "
+                    f"got {_describe(obj)}",
+                    path,
+                    row,
+                )
             missing = [k for k in ("historyList", "itemList", "trueSelection") if k not in obj]
             if missing:
                 raise DataError(f"missing key(s) {missing}", path, row)
             hist = obj["historyList"]
-            hist = (
-                split_history(hist, by_name if not build else None)
-                if isinstance(hist, str)
-                else list(hist)
-            )
+            if isinstance(hist, str):
+                hist = split_history(hist, by_name if not build else None)
+            elif not _is_titles(hist):
+                raise DataError(
+                    f"expected a '::'-joined string or a list of titles, got {_describe(hist)}",
+                    path,
+                    row,
+                    "historyList",
+                )
             if not hist:
                 raise DataError(
                     "empty history; expected at least one item in historyList", path, row
+                )
+            if not _is_titles(obj["itemList"]):
+                raise DataError(
+                    f"expected a list of titles, got {_describe(obj['itemList'])}",
+                    path,
+                    row,
+                    "itemList",
+                )
+            if not isinstance(obj["trueSelection"], str):
+                raise DataError(
+                    f"expected a title, got {_describe(obj['trueSelection'])}",
+                    path,
+                    row,
+                    "trueSelection",
                 )
             history = tuple(lookup(h, path, row, "history item") for h in hist)
             target = lookup(obj["trueSelection"], path, row, "trueSelection")
