@@ -267,6 +267,15 @@ def evaluate(
     (default: the run folder's ``eval/<tag>``)."""
     metrics: dict[str, float] = {}
     out = out or Path(cfg.paths.output_dir) / "eval" / tag
+    model = backbone.model
+    if (
+        cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto")
+        and torch.cuda.is_available()
+        and next(model.parameters()).device.type == "cpu"
+        and not getattr(model, "is_loaded_in_4bit", False)
+    ):
+        # Lightning hands the model back on the CPU after fit: evaluate on the GPU.
+        model.to("cuda")
     for split in cfg.eval.splits:
         metrics.update(
             evaluate_split(
