@@ -47,10 +47,17 @@ def wandb_records(path: Path):
             yield record
 
 
-def test_wandb_offline_report_run(small, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("wandb")
+@pytest.fixture
+def offline(monkeypatch):
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    if wandb.run is not None:  # a run an earlier test of this process left open
+        wandb.run.finish()
+    return wandb
+
+
+def test_wandb_offline_report_run(small, tmp_path, offline, capsys):
     out = tmp_path / "out"
     assert main([str(small), "--out", str(out), "--wandb"]) == 0
     assert "W&B report run: " in capsys.readouterr().out
@@ -83,6 +90,24 @@ def test_wandb_offline_report_run(small, tmp_path, monkeypatch, capsys):
         for item in r.history.item
     }
     assert {"tables/table2", "tables/runs", "figures/collapse_curve"} <= logged
+
+
+def test_report_run_is_its_own_when_another_run_is_open(small, tmp_path, offline):
+    """A run already open in the process (training code, a notebook) is neither reused
+    nor finished by the report."""
+    other = offline.init(project="other", dir=str(tmp_path), mode="offline")
+    out = tmp_path / "out"
+    assert main([str(small), "--out", str(out), "--wandb"]) == 0
+    assert offline.run is other  # still open
+    other.finish()
+    offline.teardown()
+    (report_run,) = list((out / "wandb").glob("offline-run-*"))
+    assert list((report_run / "files" / "media" / "table").rglob("table2_*.table.json"))
+    (other_run,) = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert not (other_run / "files" / "media").exists()
+    (log,) = list(other_run.glob("run-*.wandb"))
+    names = {r.run.project for r in wandb_records(log) if r.WhichOneof("record_type") == "run"}
+    assert names == {"other"}
 
 
 def test_group_is_the_jobs_wandb_group(small):

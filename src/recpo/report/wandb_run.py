@@ -70,6 +70,7 @@ def log_report(
         name=f"report-{group}".replace("/", "-"),
         dir=str(report.out),
         mode=mode,
+        reinit="create_new",  # its own run even when this process has another one open
         config={
             "report_path": str(study.root),
             "split": report.split,
@@ -93,8 +94,10 @@ def log_report(
         where = run.url if mode == "online" and run.url else str(Path(run.dir).parent)
     finally:
         run.finish()
+    if wandb.run is None:
         # The run's log file is complete only once W&B's service has stopped (offline
-        # runs can still be at their header when finish() returns).
+        # runs can still be at their header when finish() returns); left running while
+        # another run of this process still uses it.
         wandb.teardown()
     return where
 
