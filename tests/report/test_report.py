@@ -192,7 +192,8 @@ def test_runs_csv_lists_every_result_used(report):
 def test_training_curves_are_binned_by_progress(sweeps):
     """Win rate step/10 + .01 seed over steps 0-9 in five intervals of two steps: per seed
     .2 b + .05 + .01 seed; over seeds 0-2 mean .2 b + .06, std .01. Boundary share of DMPO
-    .1 + .01 step in thirds {0-3}, {4-6}, {7-9}: .115, .15, .18."""
+    .1 + .01 step in thirds by the steps' middles (s + .5) / 10: {0-2}, {3-6}, {7-9} give
+    .11, .145, .18."""
     study = collect(sweeps)
     (cond,) = [
         c
@@ -209,7 +210,7 @@ def test_training_curves_are_binned_by_progress(sweeps):
         c for c in study.conditions if c.method == "DMPO" and c.factors["num_negatives"] == 3
     ]
     thirds = bin_stats(binned(dmpo, "train/boundary/critical_share", 3), 3)
-    assert [s.mean for s in thirds] == pytest.approx([0.115, 0.15, 0.18])
+    assert [s.mean for s in thirds] == pytest.approx([0.11, 0.145, 0.18])
 
 
 def test_method_labels():
@@ -412,14 +413,14 @@ def test_module_entry_point_exit_code(tmp_path):
 def test_training_summary_cells(report):
     """Selected negatives 3 + step mod 2 → 3.5 (DynamicPO), k (Top-K); win rate in the
     last 20% (steps 8, 9) .85 + .01 seed → .86 ± .01 over seeds 0-2; DynamicPO's critical
-    share .1 − .005 step: .0925 over steps 0-3, .06 over steps 7-9."""
+    share .1 − .005 step: .095 over steps 0-2, .06 over steps 7-9."""
     frame = pd.read_csv(report.out / "training.csv", dtype={"K": str})
     dyn = row(frame, method="DynamicPO", K="3")
     assert dyn["lastfm/train/selected/mean"] == pytest.approx(3.5)
     assert dyn["lastfm/train/win_rate_last/mean"] == pytest.approx(0.86)
     assert dyn["lastfm/train/win_rate_last/std"] == pytest.approx(0.01)
     assert dyn["lastfm/train/win_rate_last/n"] == 3
-    assert dyn["lastfm/train/critical_first/mean"] == pytest.approx(0.0925)
+    assert dyn["lastfm/train/critical_first/mean"] == pytest.approx(0.095)
     assert dyn["lastfm/train/critical_last/mean"] == pytest.approx(0.06)
     dmpo = row(frame, method="DMPO", K="3")
     assert math.isnan(dmpo["lastfm/train/selected/mean"]) and dmpo["lastfm/train/selected/n"] == 0
@@ -445,3 +446,19 @@ def test_collapse_curve_draws_methods_run_at_several_k(sweeps):
         ("DynamicPO", 15),
     ]
     assert {c.factors["alpha"] for c in members if c.method == "DynamicPO"} == {0.5}
+
+
+def test_few_steps_still_fill_the_first_and_last_interval(tmp_path):
+    """Four logged steps (0-3) in five intervals: middles .125, .375, .625, .875 fall in
+    intervals 0, 1, 3, 4; the middle interval stays empty, the last holds step 3."""
+    job = write_job(
+        tmp_path / "job",
+        job_config("lastfm", "dmpo", 3, 0),
+        results(0.5, 0, 0.3),
+        "step,train/rewards/win_rate\n0,0.1\n1,0.2\n2,0.3\n3,0.4\n",
+    )
+    study = collect(job)
+    (cond,) = [c for c in study.conditions if c.stage == "po"]
+    (per_seed,) = binned(cond, "train/rewards/win_rate", 5)
+    assert np.isnan(per_seed[2])
+    assert np.delete(per_seed, 2) == pytest.approx([0.1, 0.2, 0.3, 0.4])

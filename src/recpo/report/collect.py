@@ -601,8 +601,10 @@ def sort_key(cond: Condition) -> tuple:
 
 def binned(condition: Condition, column: str, bins: int) -> list[np.ndarray]:
     """Per seed: the mean of ``column`` of the preference stage's log in each of ``bins``
-    equal intervals of training progress, step / (last step + 1) (NaN where nothing was
-    logged). Jobs without the column are left out."""
+    equal intervals of training progress. A step's progress is its middle,
+    (step + 0.5) / (last step + 1), so the first and last intervals hold the first and
+    last steps however few there are (NaN where nothing was logged). Jobs without the
+    column are left out."""
     out = []
     for entry in condition.entries:
         curve = entry.job.curve("po", column)
@@ -611,7 +613,7 @@ def binned(condition: Condition, column: str, bins: int) -> list[np.ndarray]:
         steps = curve["step"].to_numpy(dtype=np.int64)
         values = curve[column].to_numpy(dtype=float)
         total = int(steps.max()) + 1
-        index = np.minimum(steps * bins // total, bins - 1)
+        index = np.minimum((2 * steps + 1) * bins // (2 * total), bins - 1)
         means = np.full(bins, np.nan)
         for b in range(bins):
             if (index == b).any():
