@@ -11,8 +11,11 @@ from omegaconf import open_dict
 from recpo.train import train
 from tests.conftest import CONF, compose, shared_data_dir
 
+# Files starting with "_" are parts that experiments include, not experiments.
 LLM_EXPERIMENTS = sorted(
-    p.stem for p in (CONF / "experiment").glob("*.yaml") if "/task: baseline" not in p.read_text()
+    p.stem
+    for p in (CONF / "experiment").glob("[!_]*.yaml")
+    if "/task: baseline" not in p.read_text()
 )
 DATASETS = ("lastfm", "steam", "goodreads")
 SMALL_SYNTHETIC = "data.source.synthetic.num_users=40"
