@@ -804,13 +804,22 @@ def largest_batch(way: Way, ctx: Context) -> tuple[int | None, list[dict]]:
         per_example_gib = max(peak_mib, 1e-3) / 1024 / size
         return round_batch(min(args.max_batch, (ctx.cap_gib - fixed) / per_example_gib))
 
-    tried: list[dict] = []
-    best = None
+    start_footprint = fixed + start_peak / 1024
+    start_fits = start_footprint <= ctx.cap_gib
+    # The measured batch counts as tried: it is not measured again.
+    tried: list[dict] = [
+        {
+            "batch": start_size,
+            "peak_mib": start_peak,
+            "footprint_gib": start_footprint,
+            "fits": start_fits,
+        }
+    ]
+    best = start_size if start_fits else None
     size = predict(start_peak, start_size)
     if size < 1:  # even the measured batch is over the cap
-        footprint = fixed + start_peak / 1024
-        return None, [{"batch": start_size, "footprint_gib": footprint, "fits": False}]
-    while size >= 1 and len(tried) < 5 and all(t["batch"] != size for t in tried):
+        return None, tried
+    while size >= 1 and len(tried) < 6 and all(t["batch"] != size for t in tried):
         probe = Run(way, size)
         measure([probe], ctx, repeats=0, warmup=0, memory=True)
         fits = probe.footprint_gib is not None and probe.footprint_gib <= ctx.cap_gib
@@ -1076,9 +1085,11 @@ def main(argv: list[str] | None = None) -> None:
         else "torch profiler CPU allocator events above the step's start (tensors only, not RSS)"
     )
     print(
-        f"# timing: median of {args.repeats} updates after {args.warmup} warm-up, the ways"
-        f" interleaved (order flipped every repeat); peak memory: {memory}, one extra"
-        " update; footprint = weights the way holds (policy, its reference copy, AdamW"
+        f"# timing: the ways interleaved (order flipped every repeat); median of"
+        f" {args.repeats} updates after {args.warmup} warm-up at --batch-sizes,"
+        f" {args.large_repeats} at the largest batch (the search's updates warm it up) and"
+        f" per accumulation setting (after 1 warm-up); peak memory: {memory}, one extra"
+        f" update{' (skipped: --no-memory)' if args.no_memory else ''}; footprint = weights the way holds (policy, its reference copy, AdamW"
         " moments) + peak. FLOPs: 6·N per trained position, 2·N per reference position,"
         " N split into body (every position run) and head (authors: every position;"
         " recpo: answer tokens); recomputation under checkpointing only in HFU."

@@ -29,7 +29,10 @@ Usage::
     out = objective(logps)  # ObjectiveOutput, as from the eager objective
 
 Each new ``(B, K)`` compiles once more (after the second shape, with symbolic
-sizes); the first call of a shape takes seconds (CPU: tens of seconds).
+sizes); the first call of a shape takes seconds (CPU: tens of seconds). Dynamo
+warns once that it traces through the selector's ``functools.lru_cache`` of
+split tables: those are pure functions of ``(K, device, dtype)``, so tracing
+the function itself computes the same tables.
 Objectives that keep state outside tensors (``beta_dpo`` with a ``BetaDPOState``)
 are left to eager mode.
 """
