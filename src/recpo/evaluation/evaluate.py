@@ -6,6 +6,11 @@
   ``gen_hr@1`` = hits / rows and ``valid_ratio`` = valid / rows under the chosen
   matcher, plus the same under the other matcher and the number of rows whose
   candidates contain nested titles.
+
+Each protocol is one function over a batch (:func:`rank_batch`,
+:func:`generate_batch`) returning summed metrics and one record per row;
+:func:`evaluate_split` runs the chosen ones over a split, averages the sums over
+the rows and writes the records with :func:`write_predictions`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,100 @@ from recpo.models.scoring import score_answers
 
 MATCHERS = ("substring", "strict")
 
+Sums = dict[str, float]
+
 
 def _device_of(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def _add(sums: Sums, key: str, value: float) -> None:
+    sums[key] = sums.get(key, 0.0) + value
+
+
+def _merge(sums: Sums, rows: list[dict], result: tuple[Sums, list[dict]]) -> None:
+    """Add one protocol's batch sums to ``sums`` and its per-row fields to ``rows``."""
+    batch_sums, fields = result
+    for key, value in batch_sums.items():
+        _add(sums, key, value)
+    for row, extra in zip(rows, fields):
+        row.update(extra)
+
+
 @torch.no_grad()
+def rank_batch(model: Any, batch: dict, scoring: str = "shared") -> tuple[Sums, list[dict]]:
+    """Ranking protocol on one batch.
+
+    Returns:
+        ``hr@k`` / ``ndcg@k`` summed over the rows, and per row ``{"ranked_top": title}``
+        (the highest-scoring candidate).
+    """
+    device = _device_of(model)
+    scores = score_answers(
+        model,
+        batch["prompt_ids"].to(device),
+        batch["prompt_mask"].to(device),
+        batch["answer_ids"].to(device),
+        batch["answer_mask"].to(device),
+        method=scoring,
+    ).logps
+    per_row = ranking_metrics(scores.float(), batch["target_index"].to(device))
+    sums = {key: float(value.sum()) for key, value in per_row.items()}
+    best = scores.argmax(dim=1).tolist()
+    return sums, [{"ranked_top": cands[j]} for cands, j in zip(batch["candidates"], best)]
+
+
+@torch.no_grad()
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: dict,
+    max_new_tokens: int = 20,
+    matcher: str = "substring",
+) -> tuple[Sums, list[dict]]:
+    """Generation protocol on one batch: greedy answers judged under both matchers.
+
+    Returns:
+        Summed ``gen_hr@1`` and ``valid_ratio`` under ``matcher`` and, suffixed with its
+        name (``gen_hr@1_strict``), under the other; ``nested_rows``, the rows whose
+        candidates contain nested titles. Per row ``{"answer", "valid", "hit"}``, the
+        judgement under ``matcher``.
+    """
+    device = _device_of(model)
+    prompt_ids = batch["prompt_ids"].to(device)
+    generated = model.generate(
+        input_ids=prompt_ids,
+        attention_mask=batch["prompt_mask"].to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    texts = tokenizer.batch_decode(generated[:, prompt_ids.shape[1] :], skip_special_tokens=True)
+    sums: Sums = {}
+    records = []
+    for text, cands, target in zip(texts, batch["candidates"], batch["targets"]):
+        record = {"answer": text}
+        for m in MATCHERS:
+            outcome = judge_generation(text, cands, target, m)
+            suffix = "" if m == matcher else f"_{m}"
+            _add(sums, f"gen_hr@1{suffix}", outcome.hit)
+            _add(sums, f"valid_ratio{suffix}", outcome.valid)
+            if m == matcher:
+                record["valid"], record["hit"] = outcome.valid, outcome.hit
+        _add(sums, "nested_rows", has_nested_titles(cands))
+        records.append(record)
+    return sums, records
+
+
+def write_predictions(records: list[dict], path: Path) -> None:
+    """One JSON object a line (titles as written, not escaped); creates the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def evaluate_split(
     model: Any,
     tokenizer: Any,
@@ -42,75 +135,33 @@ def evaluate_split(
     """Evaluate one split; write ``{split}_predictions.jsonl`` to ``out_dir`` when given.
 
     Returns:
-        Metrics keyed ``{split}/<name>``.
+        Metrics keyed ``{split}/<name>``: the protocols' sums over the rows divided by
+        the number of rows (``nested_rows`` stays a count), and ``{split}/rows``.
     """
     if matcher not in MATCHERS:
         raise ValueError(f"eval.matcher must be one of {MATCHERS}, got {matcher!r}")
+    sums: Sums = {}
+    records: list[dict] = []
     was_training = model.training
     model.eval()
-    device = _device_of(model)
-    sums: dict[str, float] = {}
-    rows: list[dict] = []
-    n = 0
     try:
         for batch in tqdm(loader, desc=f"eval {split}", leave=False):
-            prompt_ids = batch["prompt_ids"].to(device)
-            prompt_mask = batch["prompt_mask"].to(device)
-            b = prompt_ids.shape[0]
-            records = [{"row": r, "target": t} for r, t in zip(batch["rows"], batch["targets"])]
+            batch_records = [
+                {"row": r, "target": t} for r, t in zip(batch["rows"], batch["targets"])
+            ]
             if "ranking" in protocols:
-                scores = score_answers(
-                    model,
-                    prompt_ids,
-                    prompt_mask,
-                    batch["answer_ids"].to(device),
-                    batch["answer_mask"].to(device),
-                    method=scoring,
-                ).logps
-                per_row = ranking_metrics(scores.float(), batch["target_index"].to(device))
-                for key, value in per_row.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.sum())
-                best = scores.argmax(dim=1).tolist()
-                for rec, cands, j in zip(records, batch["candidates"], best):
-                    rec["ranked_top"] = cands[j]
+                _merge(sums, batch_records, rank_batch(model, batch, scoring))
             if "generation" in protocols:
-                generated = model.generate(
-                    input_ids=prompt_ids,
-                    attention_mask=prompt_mask,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-                texts = tokenizer.batch_decode(
-                    generated[:, prompt_ids.shape[1] :], skip_special_tokens=True
-                )
-                for rec, text, cands, target in zip(
-                    records, texts, batch["candidates"], batch["targets"]
-                ):
-                    rec["answer"] = text
-                    for m in MATCHERS:
-                        outcome = judge_generation(text, cands, target, m)
-                        suffix = "" if m == matcher else f"_{m}"
-                        sums[f"gen_hr@1{suffix}"] = sums.get(f"gen_hr@1{suffix}", 0.0) + outcome.hit
-                        sums[f"valid_ratio{suffix}"] = (
-                            sums.get(f"valid_ratio{suffix}", 0.0) + outcome.valid
-                        )
-                        if m == matcher:
-                            rec["valid"], rec["hit"] = outcome.valid, outcome.hit
-                    nested = has_nested_titles(cands)
-                    sums["nested_rows"] = sums.get("nested_rows", 0.0) + nested
-            rows.extend(records)
-            n += b
+                generation = generate_batch(model, tokenizer, batch, max_new_tokens, matcher)
+                _merge(sums, batch_records, generation)
+            records.extend(batch_records)
     finally:
         model.train(was_training)
+    n = len(records)
     metrics = {
         f"{split}/{k}": (v if k == "nested_rows" else v / max(n, 1)) for k, v in sums.items()
     }
     metrics[f"{split}/rows"] = n
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / f"{split}_predictions.jsonl", "w", encoding="utf-8") as f:
-            for rec in rows:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        write_predictions(records, out_dir / f"{split}_predictions.jsonl")
     return metrics
