@@ -24,6 +24,7 @@ from recpo.evaluation.evaluate import evaluate_split
 from recpo.models.backbone import Backbone, add_lora, load_backbone, load_model, load_tokenizer
 from recpo.models.tiny import content_key
 from recpo.training.common import save_pretrained_atomic
+from recpo.training.loggers import close_stage_loggers
 from recpo.training.preference import PreferenceModule, precompute_reference
 from recpo.training.sft import SFTModule
 from recpo.training.trainer import is_rank_zero, make_trainer
@@ -349,7 +350,9 @@ def sft_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone) -> tuple[Path,
         metrics = evaluate(cfg, dm, model, "sft", out=eval_dir)
         _write_json(cached, metrics)
     shutil.copytree(eval_dir, Path(cfg.paths.output_dir) / "eval" / "sft", dirs_exist_ok=True)
-    return folder, json.loads(cached.read_text())
+    metrics = json.loads(cached.read_text())
+    close_stage_loggers(cfg, "sft", metrics)  # a reused SFT result gets its own W&B run too
+    return folder, metrics
 
 
 def run_llm(cfg: DictConfig) -> dict[str, float]:
@@ -384,6 +387,7 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
         run_po(cfg, po_dm, policy)
         if is_rank_zero():
             results["po"] = evaluate(cfg, po_dm, policy, "po")
+            close_stage_loggers(cfg, "po", results["po"])
     if not is_rank_zero():
         return {}
     final = results[cfg.stages[-1]]

@@ -28,8 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 from recpo.baselines.data import SequenceDataModule
 from recpo.baselines.export import save_encoder
 from recpo.baselines.module import BaselineModule
+from recpo.training.loggers import close_stage_loggers, make_loggers
 
 log = logging.getLogger(__name__)
+STAGE = "baseline"  # the W&B run's job type
 
 
 def make_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint]:
@@ -45,7 +47,8 @@ def make_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint
     )
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks += [EarlyStopping(monitor=b.monitor, mode="max", patience=b.patience), checkpoint]
-    loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    # CSV in logs/version_N; with logger=wandb its own run (job type "baseline").
+    loggers = make_loggers(cfg, STAGE, csv_version=None)
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         **OmegaConf.to_container(cfg.runtime.trainer, resolve=True),  # logging cadence, paths
@@ -88,6 +91,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     trainer, checkpoint = make_trainer(cfg, out)
     status = "failed"
+    metrics: dict[str, float] = {}
     try:
         trainer.fit(module, datamodule=data)
         best_epoch = None
@@ -96,7 +100,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
             module.load_state_dict(state["state_dict"])
             best_epoch = int(state["epoch"])
             log.info("best epoch %d (%s)", best_epoch, checkpoint.best_model_path)
-        metrics: dict[str, float] = {}
         metrics.update(trainer.validate(module, datamodule=data, verbose=False)[0])
         metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
         metrics = {k: float(v) for k, v in sorted(metrics.items())}
@@ -105,6 +108,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         # Close the loggers (a W&B run, the CSV file) even when training fails.
         for logger in trainer.loggers:
             logger.finalize(status)
+        # The W&B run gets the evaluation in its summary and is finished.
+        close_stage_loggers(cfg, STAGE, metrics, failed=status != "success")
 
     summary: dict[str, Any] = {
         "task_name": cfg.task_name,

@@ -10,6 +10,7 @@ import pandas as pd
 
 from recpo.report.build import Report, runs_frame
 from recpo.report.collect import _ABSENT, Study, select
+from recpo.training.loggers import wandb_group
 
 
 def _common(study: Study, path: str) -> str | None:
@@ -17,7 +18,7 @@ def _common(study: Study, path: str) -> str | None:
     values = {select(job.config, path) for job in study.jobs}
     if len(values) == 1:
         value = values.pop()
-        if value is not _ABSENT and str(value).strip():
+        if value is not _ABSENT and value is not None and str(value).strip():
             return str(value)
     return None
 
@@ -25,18 +26,14 @@ def _common(study: Study, path: str) -> str | None:
 def report_group(study: Study) -> str:
     """The jobs' W&B group (``logger.wandb.group`` when every job's config resolves it to
     the same name); otherwise the sweep folder shared by the jobs (relative to the
-    ``multirun`` folder when there is one), else the reported folder's name."""
+    ``multirun`` / ``outputs`` folder when there is one), else the reported folder's name
+    (:func:`recpo.training.loggers.wandb_group`, as the jobs' own W&B runs)."""
     group = _common(study, "logger.wandb.group")
     if group:
         return group
     parents = {job.path.parent.resolve() for job in study.jobs}
     folder = parents.pop() if len(parents) == 1 and len(study.jobs) > 1 else study.root.resolve()
-    parts = folder.parts
-    if "multirun" in parts:
-        tail = parts[len(parts) - parts[::-1].index("multirun") :]
-        if tail:
-            return "/".join(tail)
-    return folder.name
+    return wandb_group(folder)  # the rule the training runs' groups follow
 
 
 def _mode(online: bool) -> str:

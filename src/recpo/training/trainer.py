@@ -12,14 +12,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from recpo.training.loggers import is_rank_zero, make_loggers
 
-def is_rank_zero() -> bool:
-    """True in the process that evaluates and writes results (rank 0, or the only one).
-
-    Read from the environment Lightning's launcher sets, so it also holds before and
-    after a Trainer exists.
-    """
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+__all__ = ["AtomicCheckpointIO", "is_rank_zero", "make_loggers", "make_trainer"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -33,25 +28,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(path.name + ".tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
-
-
-def make_loggers(cfg: DictConfig, stage: str) -> list[Any]:
-    """One logger per entry of ``cfg.logger``; each stage gets its own CSV version / W&B run."""
-    loggers = []
-    for name, node in (cfg.get("logger") or {}).items():
-        extra = (
-            {"version": stage}
-            if name == "csv"
-            else {"name": f"{cfg.task_name}-{stage}", "job_type": stage}
-        )
-        loggers.append(hydra.utils.instantiate(node, **extra))
-    # The whole run config (objective, data, backbone, ...) goes with every logger,
-    # so dashboards can group and filter runs by any setting.
-    settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    settings.pop("hydra", None)
-    for logger in loggers:
-        logger.log_hyperparams({**settings, "stage": stage})
-    return loggers
 
 
 def make_trainer(

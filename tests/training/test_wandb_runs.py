@@ -1,0 +1,140 @@
+"""``logger=wandb``: one offline W&B run per (job, stage) of a ``-m`` sweep, each with the
+whole config, its stage as job type, the sweep's group and the stage's evaluation in its
+summary; the report's group rule is the training runs' own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from recpo.training.loggers import close_stage_loggers, job_group, run_name, wandb_group
+from tests.conftest import REPO, compose
+from tests.report.test_report_wandb import wandb_records
+
+
+def read_run(log: Path) -> dict:
+    """What an offline ``run-*.wandb`` file says: the run record, the config, the final
+    summary (its updates applied in order) and the exit code."""
+    run, config, summary, exit_code = None, {}, {}, None
+    for record in wandb_records(log):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            config.update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "config":
+            config.update({i.key: json.loads(i.value_json) for i in record.config.update})
+        elif kind == "summary":
+            for item in record.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                summary[key] = json.loads(item.value_json)
+        elif kind == "exit":
+            exit_code = record.exit.exit_code
+    assert run is not None, f"{log}: no run record"
+    return {"run": run, "config": config, "summary": summary, "exit_code": exit_code}
+
+
+def test_sweep_writes_one_run_per_job_and_stage(tmp_path):
+    """Two jobs differing in K: job 0 trains SFT, job 1 reuses it (and still gets an SFT
+    run holding the SFT evaluation)."""
+    pytest.importorskip("wandb")
+    sweep = tmp_path / "multirun" / "wb"
+    caps = [
+        "data.source.synthetic.num_users=40",
+        "sft.max_train_examples=16",
+        "po.max_train_examples=16",
+        "po.batch_size=4",
+        "eval.max_examples=4",
+        "eval.max_new_tokens=3",
+        "sft.max_epochs=1",
+        "po.max_epochs=1",
+    ]
+    args = ["-m", "+experiment=demo", "logger=wandb", "po.num_negatives=2,3"]
+    args += [f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}", *caps]
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path / "wandb_dir"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "recpo.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wandb run already in progress" not in proc.stderr
+    jobs = sorted(p.parent for p in sweep.rglob("results.json"))
+    assert len(jobs) == 2
+    assert len(list(sweep.rglob("offline-run-*"))) == 4
+
+    seen_names = set()
+    for job in jobs:
+        saved = OmegaConf.load(job / "config.yaml")
+        results = json.loads((job / "results.json").read_text())
+        runs = [read_run(log) for log in (job / "wandb").glob("offline-run-*/run-*.wandb")]
+        assert sorted(r["run"].job_type for r in runs) == ["po", "sft"]
+        for r in runs:
+            stage = r["run"].job_type
+            assert r["run"].run_group == "wb" == wandb_group(sweep)
+            assert r["run"].display_name.startswith(f"{stage}:")
+            assert f"po.num_negatives={saved.po.num_negatives}" in r["run"].display_name
+            assert r["exit_code"] == 0
+            # The whole config of this job, with the stage.
+            config = r["config"]
+            assert config["stage"] == stage
+            assert config["po"]["num_negatives"] == saved.po.num_negatives
+            assert config["seed"] == saved.seed
+            assert Path(config["paths"]["output_dir"]).resolve() == job.resolve()
+            assert config["logger"]["wandb"]["group"] is None  # as configured
+            assert set(config) >= {"data", "backbone", "sft", "po", "objective", "eval"}
+            # The stage's evaluation, as in results.json, on every split.
+            stage_results = {
+                k.split(":", 1)[1]: v for k, v in results.items() if k.startswith(f"{stage}:")
+            }
+            assert {"test/hr@1", "test/gen_hr@1", "val/valid_ratio"} <= set(stage_results)
+            for key, value in stage_results.items():
+                assert r["summary"][key] == pytest.approx(value), (job, stage, key)
+            seen_names.add(r["run"].display_name)
+    assert len(seen_names) == 4
+    # Job 1 reused job 0's SFT model: one SFT model stored, two SFT runs.
+    assert len(list((tmp_path / "cache" / "sft").iterdir())) == 1
+
+
+def test_group_and_name_outside_a_sweep(tmp_path):
+    cfg = compose(["+experiment=demo", "logger=wandb"], tmp_path)
+    assert cfg.logger.wandb.group is None
+    # compose() puts the run folder at tmp_path / "run" or similar: its own group.
+    assert job_group(cfg) == wandb_group(cfg.paths.output_dir)
+    assert run_name(cfg, "po") == f"po:{cfg.task_name}"
+    cfg.logger.wandb.group = "mine"
+    assert job_group(cfg) == "mine"
+
+
+@pytest.mark.parametrize(
+    ("folder", "group"),
+    [
+        ("/x/multirun/negatives/lastfm-tiny", "negatives/lastfm-tiny"),
+        ("/x/multirun/a/multirun/b", "b"),
+        ("/x/outputs/train/2026-01-01_00-00-00-000000", "train/2026-01-01_00-00-00-000000"),
+        ("/x/sweeps/mine", "mine"),
+        ("/x/multirun", "multirun"),
+    ],
+)
+def test_wandb_group(folder, group):
+    assert wandb_group(folder) == group
+
+
+def test_close_without_wandb_logger_is_a_no_op(tmp_path):
+    cfg = compose(["+experiment=demo"], tmp_path)  # logger=csv
+    close_stage_loggers(cfg, "sft", {"test/hr@1": 0.5})
+    assert not list(Path(cfg.paths.output_dir).rglob("offline-run-*"))
