@@ -51,7 +51,7 @@ def test_pretrained_path_with_lora_and_pad_token(tmp_path):
     path = build_tiny_backbone(tmp_path, TITLES, TEXTS)
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "tiny-llama").symlink_to(path)
-    cfg = OmegaConf.load("conf/backbone/llama2_7b.yaml")
+    cfg = OmegaConf.load("conf/backbone/llama2_7b.yaml").backbone
     cfg.name, cfg.dtype, cfg.gradient_checkpointing = "tiny-llama", "float32", False
     bb = load_backbone(
         cfg, model_dir=str(tmp_path / "models"), cache_dir=str(tmp_path), titles=[], texts=[]
