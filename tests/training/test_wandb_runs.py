@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from recpo.training.loggers import close_stage_loggers, job_group, run_name, wandb_group
 from tests.conftest import REPO, compose
@@ -138,3 +138,28 @@ def test_close_without_wandb_logger_is_a_no_op(tmp_path):
     cfg = compose(["+experiment=demo"], tmp_path)  # logger=csv
     close_stage_loggers(cfg, "sft", {"test/hr@1": 0.5})
     assert not list(Path(cfg.paths.output_dir).rglob("offline-run-*"))
+
+
+def test_baseline_run_has_its_evaluation(tmp_path, monkeypatch):
+    """A baseline job: one W&B run, job type ``baseline``, the val/test metrics it returns
+    in its summary."""
+    pytest.importorskip("wandb")
+    from recpo.train import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose(["+experiment=lastfm_sasrec", "data=synthetic", "logger=wandb"], tmp_path)
+    with open_dict(cfg):
+        cfg.trainer.fast_dev_run = True
+        cfg.callbacks = {}
+    metrics = train(cfg)
+    (log,) = list(Path(cfg.paths.output_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    r = read_run(log)
+    assert r["run"].job_type == "baseline"
+    assert r["run"].run_group == wandb_group(cfg.paths.output_dir)
+    assert r["run"].display_name == f"baseline:{cfg.task_name}"
+    assert r["config"]["baseline"]["max_history"] == cfg.baseline.max_history
+    assert set(metrics) == {f"{s}/{m}" for s in ("val", "test") for m in ("hr@1", "hr@5", "ndcg@5")}
+    for key, value in metrics.items():
+        assert r["summary"][key] == pytest.approx(value)
+    assert r["exit_code"] == 0
