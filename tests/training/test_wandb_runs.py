@@ -163,3 +163,23 @@ def test_baseline_run_has_its_evaluation(tmp_path, monkeypatch):
     for key, value in metrics.items():
         assert r["summary"][key] == pytest.approx(value)
     assert r["exit_code"] == 0
+
+
+def test_only_rank_zero_creates_runs(tmp_path, monkeypatch):
+    """On another rank neither a trained stage's loggers nor closing a stage (which
+    creates the run of a reused stage on rank 0) write a W&B run."""
+    pytest.importorskip("wandb")
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from recpo.training.loggers import make_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    cfg = compose(["+experiment=demo", "logger=wandb"], tmp_path)
+    (logger,) = make_loggers(cfg, "po")
+    assert "DummyExperiment" in type(logger.experiment).__name__
+    close_stage_loggers(cfg, "po", {"test/hr@1": 0.5})
+    close_stage_loggers(cfg, "sft", {"test/hr@1": 0.5})
+    assert not list(tmp_path.rglob("offline-run-*"))
