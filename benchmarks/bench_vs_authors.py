@@ -186,7 +186,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-batch", type=int, default=512, help="upper end of the search")
     parser.add_argument(
-        "--large-repeats", type=int, default=2, help="timed steps at the largest batch and"
+        "--large-repeats",
+        type=int,
+        default=2,
+        help="timed updates at the largest batch and per accumulation setting",
     )
     parser.add_argument("--micro-batch", type=int, default=4, help="accumulation micro-batch")
     parser.add_argument("--accumulation", type=int, default=8, help="micro-batches per update")
@@ -240,7 +243,10 @@ class Batches:
         self.rows: list[Any] = []
         self.spec = None
         if args.lengths_from is not None:
-            self.spec = json.loads(args.lengths_from.read_text())[args.tokenizer]
+            lengths = json.loads(args.lengths_from.read_text())
+            if args.tokenizer not in lengths:
+                sys.exit(f"{args.lengths_from} holds no {args.tokenizer!r} lengths")
+            self.spec = lengths[args.tokenizer]
 
     def __call__(self, size: int, index: int = 0) -> dict[str, Tensor]:
         """Batch ``index`` of ``size`` examples (rows ``index*size`` to ``(index+1)*size``)."""
@@ -252,14 +258,15 @@ class Batches:
             return dict(zip(BATCH_KEYS, tensors))
         needed = (index + 1) * size
         if needed > len(self.rows):
-            self.rows = sample_rows(self.datamodule, max(needed, 2 * len(self.rows)), 0)
+            wanted = max(needed, 2 * len(self.rows))
+            self.rows = sample_rows(self.datamodule, wanted, self.args.seed)
             if needed > len(self.rows):
                 sys.exit(f"the training split has {len(self.rows)} rows; {needed} needed")
         batch = self.datamodule.collator(self.rows[index * size : needed])
         return {key: batch[key].to(device) for key in BATCH_KEYS}
 
 
-def authors_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def authors_inputs(batch: dict[str, Tensor]) -> dict[str, Any]:
     """The authors' batch: B·(1+K) rows ``[prompt | answer]``, right-padded.
 
     Rows are ordered answer by answer (all chosen rows, then every first negative,
