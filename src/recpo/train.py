@@ -78,7 +78,8 @@ def check_optimized_metric(cfg: DictConfig) -> None:
 def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
     """``metrics[cfg.optimized_metric]``, the value returned to Hydra (``None``: nothing)."""
     key = cfg.get("optimized_metric")
-    if key is None:
+    if key is None or not is_rank_zero():
+        # Only rank 0 evaluates; the other processes of a multi-device job return nothing.
         return None
     if key not in metrics:
         known = ", ".join(sorted(k for k in metrics if "/" in k)[:12])

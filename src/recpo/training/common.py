@@ -95,11 +95,15 @@ class LLMStage(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in state.items() if k in keep}
         # The random generators too, so that a resumed run draws what an uninterrupted
         # one draws next (dropout). One process: with several, each has its own.
-        if self.trainer.world_size == 1:
+        if self._world_size() == 1:
             checkpoint["rng_states"] = rng_states()
 
+    def _world_size(self) -> int:
+        # A module used outside a Trainer (tests, scripts) is one process.
+        return self._trainer.world_size if self._trainer is not None else 1
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "rng_states" in checkpoint and self.trainer.world_size == 1:
+        if "rng_states" in checkpoint and self._world_size() == 1:
             set_rng_states(checkpoint["rng_states"])
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
