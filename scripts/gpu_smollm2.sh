@@ -244,7 +244,9 @@ r = json.load(open(sys.argv[1]))
 keys = ("gen_hr@1", "valid_ratio", "hr@1", "hr@5", "ndcg@5", "rows")
 for stage in ("sft", "po"):
     for split in ("val", "test"):
-        got = [f"{k} {r[f'{stage}:{split}/{k}']:.4f}" for k in keys if f"{stage}:{split}/{k}" in r]
+        got = [f"{k} {r[f'{stage}:{split}/{k}']:.4f}" for k in keys[:-1] if f"{stage}:{split}/{k}" in r]
+        if f"{stage}:{split}/rows" in r:
+            got.append(f"rows {int(r[f'{stage}:{split}/rows'])}")
         if got:
             print(f"- {stage} {split}: " + ", ".join(got))
 EOF
