@@ -29,9 +29,9 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
 
 
-# Not part of what a job computes: where files go, speed and printing, and which of
+# Not part of what a job computes: where files go, speed, printing and logging, and which of
 # its results is handed to Hydra.
-_NOT_JOB_SETTINGS = ("paths", "runtime", "optimized_metric")
+_NOT_JOB_SETTINGS = ("paths", "runtime", "logger", "optimized_metric")
 
 
 def _job_settings(cfg: DictConfig) -> dict:
