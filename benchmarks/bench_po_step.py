@@ -60,6 +60,7 @@ from common import (
     ATTENTION,
     BATCH_KEYS,
     SHAPES,
+    add_data_arguments,
     add_lora,
     build_model,
     dataset_tokenizers,
@@ -122,12 +123,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (default: 1 on CPU, torch's choice on CUDA)"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else ../shared/data beside the repo)",
-    )
-    parser.add_argument("--synthetic", action="store_true", help="use the synthetic dataset")
+    add_data_arguments(parser)
     parser.add_argument(
         "--cache-dir",
         type=Path,

@@ -69,6 +69,7 @@ from common import (
     ATTENTION,
     BATCH_KEYS,
     SHAPES,
+    add_data_arguments,
     build_model,
     cpu_peak_mib,
     dataset_tokenizers,
@@ -136,11 +137,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--regimes", nargs="+", default=["bpe", "title"], choices=sorted(REGIMES))
     parser.add_argument("--lengths-from", type=Path, help="JSON file of real token lengths")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else ../shared/data beside the repo)",
-    )
+    add_data_arguments(parser, synthetic=False)
     parser.add_argument("--rows", type=int, default=64, help="LastFM training rows tokenized")
     parser.add_argument(
         "--synthetic-lengths", action="store_true", help="ignore LastFM, draw lengths"

@@ -105,6 +105,7 @@ import torch.nn.functional as F
 from common import (
     BATCH_KEYS,
     SHAPES,
+    add_data_arguments,
     add_lora,
     authors_select_and_beta,
     build_model,
@@ -202,12 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on a CPU)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else ../shared/data beside the repo)",
-    )
-    parser.add_argument("--synthetic", action="store_true", help="use the synthetic dataset")
+    add_data_arguments(parser)
     parser.add_argument(
         "--lengths-from",
         type=Path,

@@ -76,6 +76,17 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # ---------------------------------------------------------------------------- models
 
 
+def add_data_arguments(parser: argparse.ArgumentParser, synthetic: bool = True) -> None:
+    """``--data-dir`` (and ``--synthetic``): where the benchmarks read their rows."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding lastfm/ (default: $RECPO_DATA_DIR, else ../shared/data beside the repo)",
+    )
+    if synthetic:
+        parser.add_argument("--synthetic", action="store_true", help="use the synthetic dataset")
+
+
 def enable_checkpointing(model: nn.Module) -> None:
     """Non-reentrant gradient checkpointing (it needs no input that requires grad: LoRA).
 
