@@ -38,11 +38,20 @@ LLM_OBJECTIVES = (
     "dynamicpo_mppo",
 )
 BASELINES = ("gru4rec", "caser", "sasrec")
-EXPERIMENTS = ("demo",) + tuple(
+EXPERIMENTS = ("demo", "lastfm_study") + tuple(
     f"{dataset}_{method}" for dataset in DATASETS for method in LLM_OBJECTIVES + BASELINES
 )
 # Each committed sweep with the experiments it is run with (README, the sweep files).
-SWEEPS = ("ablations", "alpha_gamma", "backbones", "datasets", "negatives", "objectives", "topk")
+SWEEPS = (
+    "ablations",
+    "alpha_gamma",
+    "backbones",
+    "datasets",
+    "negatives",
+    "objectives",
+    "po_grid",
+    "topk",
+)
 SWEEP_EXPERIMENTS = ("lastfm_dynamicpo", "demo")
 
 

@@ -31,7 +31,7 @@ def _shrink(cfg) -> None:
 def _check_outputs(cfg, metrics: dict, rows: int) -> None:
     out = Path(cfg.paths.output_dir)
     assert json.loads((out / "results.json").read_text()) == pytest.approx(metrics)
-    for split in ("val", "test"):
+    for split in cfg.eval.splits:
         assert metrics[f"{split}/rows"] == rows
         for key in ("hr@1", "hr@5", "ndcg@5", "gen_hr@1", "valid_ratio"):
             assert 0.0 <= metrics[f"{split}/{key}"] <= 1.0
