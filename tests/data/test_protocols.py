@@ -164,7 +164,7 @@ def test_candidates_key_changes_the_sft_key(tmp_path: Path):
     (with the rows' own content key held fixed where sft_key takes one)."""
     import inspect
 
-    from recpo.pipeline import sft_key
+    from recpo.training.sft_cache import sft_key
     from tests.conftest import compose
 
     takes_rows = "rows" in inspect.signature(sft_key).parameters

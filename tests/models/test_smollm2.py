@@ -87,7 +87,7 @@ def test_config_describes_the_published_wheel():
 
 
 def test_composes_with_the_experiments_and_keys_sft_by_source(tmp_path):
-    from recpo.pipeline import sft_key
+    from recpo.training.sft_cache import sft_key
     from tests.conftest import compose
 
     cfg = compose(["+experiment=lastfm_dmpo", "backbone=smollm2_135m"], tmp_path)

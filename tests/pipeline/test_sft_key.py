@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from recpo.pipeline import build_datamodule, effective_batch_size, sft_eval_key, sft_key
+from recpo.pipeline import build_datamodule
+from recpo.training.sft_cache import effective_batch_size, sft_eval_key, sft_key
 from tests.conftest import CONF, compose, write_llara
 
 BASE = ["+experiment=lastfm_dynamicpo"]
@@ -166,14 +167,14 @@ def test_the_rows_are_part_of_both_keys(tmp_path):
 
 
 def test_experiments_of_a_dataset_share_one_sft_model(tmp_path):
-    """Every `+experiment=lastfm_<objective>` trains the SFT of `lastfm_sft` (the
-    other datasets' experiments are built the same way)."""
+    """Every `+experiment=lastfm_<objective>` and the studies' `lastfm_study` train
+    the SFT of `lastfm_sft` (the other datasets' experiments are built the same way)."""
     names = sorted(
         p.stem
         for p in (CONF / "experiment").glob("lastfm_*.yaml")
         if "/task: baseline" not in p.read_text()
     )
-    assert len(names) == 8, names
+    assert len(names) == 9, names  # sft, 7 objectives, the studies' settings
     found = {sft_key(compose([f"+experiment={n}"], tmp_path), ROWS) for n in names}
     assert len(found) == 1, names
 

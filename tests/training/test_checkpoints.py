@@ -18,9 +18,10 @@ import lightning as L
 import pytest
 import torch
 
-from recpo.models.backbone import load_backbone
-from recpo.pipeline import build_datamodule, load_best, resume_path, stage_data_args
+from recpo.models.backbone import Backbone, load_backbone, load_model, prepare_for_training
+from recpo.pipeline import build_datamodule, stage_data_args
 from recpo.training.preference import PreferenceModule
+from recpo.training.stages import load_best, resume_path
 from recpo.training.trainer import make_trainer
 from tests.conftest import compose
 
@@ -155,18 +156,10 @@ def test_best_checkpoint_loads_into_a_fresh_module(setup, uninterrupted):
     cfg, dm, policy, tmp = setup
     _, trainer = uninterrupted
     best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
+    path = policy().path
     torch.manual_seed(1)  # another adapter initialisation
-    module = module_for(
-        cfg,
-        load_backbone(
-            cfg.backbone,
-            model_dir=None,
-            cache_dir=cfg.paths.cache_dir,
-            titles=[],
-            texts=[],
-            checkpoint=policy().path,
-        ),
-    )
+    model = prepare_for_training(load_model(path, cfg.backbone), cfg.backbone, lora=True)
+    module = module_for(cfg, Backbone(model, None, path, True))
     frozen = {k: v.clone() for k, v in module.state_dict().items() if k not in best["state_dict"]}
     assert any(not torch.equal(v, best["state_dict"][k]) for k, v in trained(module).items())
     load_best(module, trainer)

@@ -69,23 +69,63 @@ def test_copy_reference_starts_equal_to_policy():
     )
 
 
+def all_candidates(batch: dict) -> dict:
+    """``batch`` with every candidate as an answer: a batch of ``candidates_dataloader``."""
+    ids = batch["all_answer_ids"]
+    return {**batch, "answer_ids": ids, "answer_mask": torch.ones_like(ids)}
+
+
 def test_precomputed_reference_equals_live_reference():
     batch = make_batch()
     live = module("copy")
     pre = module("precompute", model=live.model)
-    loader = [
-        {
-            **batch,
-            "answer_ids": batch["all_answer_ids"],
-            "answer_mask": torch.ones_like(batch["all_answer_ids"]),
-        }
-    ]
+    loader = [all_candidates(batch)]
     table = precompute_reference(pre, live.ref_model, loader, num_examples=3, num_candidates=6)
     pre.set_reference_table(table)
     a = live.preference_logps(batch)
     b = pre.preference_logps(batch)
     assert torch.allclose(a.ref_chosen, b.ref_chosen, atol=1e-5)
     assert torch.allclose(a.ref_rejected, b.ref_rejected, atol=1e-5)
+
+
+def test_reference_table_is_computed_when_fit_starts():
+    """``setup("fit")`` computes the table from the initial policy over the
+    datamodule's training rows (Lightning calls it before restoring a checkpoint);
+    it is computed once and equals the live reference."""
+    batch = make_batch()
+    live = module("copy")
+    pre = module("precompute", model=live.model)
+    loader = [all_candidates(batch)]
+
+    class Data:
+        num_candidates = 6
+
+        def candidates_dataloader(self):
+            return loader
+
+        def examples(self, split):
+            assert split == "train"
+            return [None] * 3
+
+    class Strategy:
+        root_device = torch.device("cpu")
+
+    class Trainer:
+        datamodule = Data()
+        strategy = Strategy()
+
+    pre.trainer = Trainer()
+    pre.setup("validate")
+    assert pre.ref_table.numel() == 0
+    pre.setup("fit")
+    table = pre.ref_table.clone()
+    assert table.shape == (3, 6)
+    a, b = live.preference_logps(batch), pre.preference_logps(batch)
+    assert torch.allclose(a.ref_rejected, b.ref_rejected, atol=1e-5)
+    with torch.no_grad():  # a later setup (a resumed fit) keeps the table
+        next(pre.model.parameters()).add_(1.0)
+    pre.setup("fit")
+    assert torch.equal(pre.ref_table, table)
 
 
 def test_gradients_reach_policy_only_and_reference_stays_frozen():

@@ -28,14 +28,15 @@ from omegaconf import DictConfig, OmegaConf
 from recpo.baselines.data import SequenceDataModule
 from recpo.baselines.export import save_encoder
 from recpo.baselines.module import BaselineModule
-from recpo.training.loggers import close_stage_loggers, make_loggers
+from recpo.training.loggers import close_stage_loggers
+from recpo.training.trainer import make_trainer
 
 log = logging.getLogger(__name__)
 STAGE = "baseline"  # the W&B run's job type
 
 
-def make_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint]:
-    """A Trainer from ``cfg.trainer`` with the baseline's epochs, early stopping and checkpoint."""
+def make_baseline_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Trainer with the baseline's epochs, clipping, early stopping and checkpoint."""
     b = cfg.baseline
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -45,17 +46,16 @@ def make_trainer(cfg: DictConfig, out: Path) -> tuple[L.Trainer, ModelCheckpoint
         save_top_k=1,
         save_weights_only=True,
     )
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks += [EarlyStopping(monitor=b.monitor, mode="max", patience=b.patience), checkpoint]
     # CSV in logs/version_N; with logger=wandb its own run (job type "baseline").
-    loggers = make_loggers(cfg, STAGE, csv_version=None)
-    trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        **OmegaConf.to_container(cfg.runtime.trainer, resolve=True),  # logging cadence, paths
-        max_epochs=b.max_epochs,
+    trainer = make_trainer(
+        cfg,
+        STAGE,
+        b.max_epochs,
+        checkpoint,
+        extra_callbacks=[EarlyStopping(monitor=b.monitor, mode="max", patience=b.patience)],
+        csv_version=None,
+        root=out,
         gradient_clip_val=b.gradient_clip_val,
-        callbacks=callbacks,
-        logger=loggers or False,
     )
     return trainer, checkpoint
 
@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model, hydra.utils.instantiate(b.optimizer), loss=b.loss, num_negatives=b.num_negatives
     )
 
-    trainer, checkpoint = make_trainer(cfg, out)
+    trainer, checkpoint = make_baseline_trainer(cfg, out)
     status = "failed"
     metrics: dict[str, float] = {}
     try:

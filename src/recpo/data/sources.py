@@ -6,8 +6,9 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,115 +45,109 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     return Path(value).expanduser()
 
 
-def load_source(
-    format: str,
-    name: str,
-    data_dir: str | Path | None = None,
-    folder: str | None = None,
-    cache_dir: str | Path | None = None,
-    padding_id: int | None = None,
-    files: dict | None = None,
-    allow_pickle: bool = False,
-    min_history: int = 3,
-    max_history: int = 10,
-    split_seed: int = 0,
-    clean: dict | None = None,
-    synthetic: dict | None = None,
-    catalog: dict | None = None,
-    augment_train_from_val: float = 0.0,
-) -> RecDataset:
-    """Read the dataset in one of the formats ``llara``, ``sdpo_json``, ``raw`` or ``synthetic``.
+@dataclass(frozen=True)
+class Source:
+    """Where and how a dataset is read: the keys of the ``data.source`` config node.
 
     Args:
-        format: Which reader to use.
+        format: Which reader to use: ``llara``, ``sdpo_json``, ``raw`` or ``synthetic``.
         name: Dataset name (used in logs and run folders).
         data_dir: Root data folder (``paths.data_dir``); ``folder`` is relative to it.
         folder: The dataset's folder under ``data_dir`` (or an absolute path).
         cache_dir: Where generated data goes (synthetic).
+        padding_id: The item id that pads histories in the files (LLaRA, S-DPO JSON).
         files: Per-split file stems (LLaRA) or paths (S-DPO JSON) overriding the defaults.
+        allow_pickle: Read the published pandas pickles (they run code when loaded).
+        min_history, max_history: Rows with fewer history items are dropped; longer
+            histories keep their last ``max_history`` items (raw, synthetic).
+        split_seed: Seed of the user split (raw, synthetic).
+        clean: Title cleaning (``strip_parenthetical``, ``max_chars``).
+        synthetic: :class:`~recpo.data.synthetic.SyntheticConfig` fields.
         catalog: How to read the item catalog (fields of
             :class:`recpo.data.readers.CatalogFormat`); ``None``: ``id2name.txt``.
         augment_train_from_val: Share of the val users whose sequences become
-            training rows (see :func:`augment_train_from_val`); 0 keeps the splits
-            as they are.
+            training rows (see :func:`augment_train_from_val_users`); 0 keeps the
+            splits as they are.
     """
-    clean = dict(clean or {})
-    if min_history < 1:
-        raise DataError(f"data.source.min_history must be at least 1, got {min_history}")
-    ds = _read(
-        format,
-        name,
-        data_dir,
-        folder,
-        cache_dir,
-        padding_id,
-        files,
-        allow_pickle,
-        min_history,
-        max_history,
-        split_seed,
-        clean,
-        synthetic,
-        catalog,
-    )
+
+    format: str
+    name: str
+    data_dir: str | Path | None = None
+    folder: str | None = None
+    cache_dir: str | Path | None = None
+    padding_id: int | None = None
+    files: dict | None = None
+    allow_pickle: bool = False
+    min_history: int = 3
+    max_history: int = 10
+    split_seed: int = 0
+    clean: dict | None = None
+    synthetic: dict | None = None
+    catalog: dict | None = None
+    augment_train_from_val: float = 0.0
+
+    def directory(self) -> Path:
+        """The dataset's folder: ``folder`` when absolute, else under ``data_dir``."""
+        if self.folder and Path(self.folder).is_absolute():
+            return Path(self.folder)
+        return resolve_data_dir(self.data_dir) / (self.folder or self.name)
+
+    def read(self) -> RecDataset:
+        """The splits as the files hold them (before any augmentation)."""
+        clean = dict(self.clean or {})
+        name, min_history, max_history = self.name, self.min_history, self.max_history
+        if self.format == "synthetic":
+            if self.cache_dir is None:
+                raise DataError("the synthetic dataset needs paths.cache_dir")
+            directory = write_synthetic(SyntheticConfig(**(self.synthetic or {})), self.cache_dir)
+            return read_raw(directory, name, max_history, min_history, self.split_seed, clean=clean)
+        directory = self.directory()
+        if self.format == "llara":
+            return read_llara(
+                directory,
+                name,
+                self.padding_id,
+                self.files,
+                self.allow_pickle,
+                min_history,
+                clean,
+                self.catalog,
+            )
+        if self.format == "raw":
+            return read_raw(directory, name, max_history, min_history, self.split_seed, clean=clean)
+        if self.format == "sdpo_json":
+            stems = {s: f"{name}-{s}.json" for s in ("train", "val", "test")}
+            stems.update(self.files or {})
+            items = None
+            fmt = CatalogFormat.from_config(self.catalog)
+            if (directory / fmt.file).is_file():
+                items = read_catalog(directory / fmt.file, self.padding_id, fmt, clean)
+            return read_sdpo_json({s: directory / f for s, f in stems.items()}, name, items, clean)
+        raise DataError(
+            f"unknown data.source.format {self.format!r}; expected llara, sdpo_json, raw or synthetic"
+        )
+
+
+def load_source(format: str, name: str, **settings: Any) -> RecDataset:
+    """Read the dataset of a ``data.source`` node (the fields of :class:`Source`), then
+    turn val users into training rows when ``augment_train_from_val`` is set."""
+    source = Source(format, name, **settings)
+    if source.min_history < 1:
+        raise DataError(f"data.source.min_history must be at least 1, got {source.min_history}")
+    ds = source.read()
     if not ds.origins:
-        stems = {**LLARA_FILES, **(files or {})} if format == "llara" else {}
+        stems = {**LLARA_FILES, **(source.files or {})} if format == "llara" else {}
         ds.origins = {s: {stems.get(s, s): len(ds.split(s))} for s in SPLITS}
-    if augment_train_from_val:
+    if source.augment_train_from_val:
         ds = augment_train_from_val_users(
-            ds, augment_train_from_val, split_seed, min_history, max_history
+            ds,
+            source.augment_train_from_val,
+            source.split_seed,
+            source.min_history,
+            source.max_history,
         )
     log.info("data used: %s", ds.describe_origins())
     return ds
-
-
-def _read(
-    format,
-    name,
-    data_dir,
-    folder,
-    cache_dir,
-    padding_id,
-    files,
-    allow_pickle,
-    min_history,
-    max_history,
-    split_seed,
-    clean,
-    synthetic,
-    catalog,
-) -> RecDataset:
-    if format == "synthetic":
-        if cache_dir is None:
-            raise DataError("the synthetic dataset needs paths.cache_dir")
-        directory = write_synthetic(SyntheticConfig(**(synthetic or {})), cache_dir)
-        return read_raw(directory, name, max_history, min_history, split_seed, clean=clean)
-    directory = (
-        Path(folder)
-        if folder and Path(folder).is_absolute()
-        else resolve_data_dir(data_dir) / (folder or name)
-    )
-    if format == "llara":
-        return read_llara(
-            directory, name, padding_id, files, allow_pickle, min_history, clean, catalog
-        )
-    if format == "raw":
-        return read_raw(directory, name, max_history, min_history, split_seed, clean=clean)
-    if format == "sdpo_json":
-        stems = {
-            "train": f"{name}-train.json",
-            "val": f"{name}-val.json",
-            "test": f"{name}-test.json",
-        }
-        stems.update(files or {})
-        items = None
-        fmt = CatalogFormat.from_config(catalog)
-        if (directory / fmt.file).is_file():
-            items = read_catalog(directory / fmt.file, padding_id, fmt, clean)
-        return read_sdpo_json({s: directory / f for s, f in stems.items()}, name, items, clean)
-    raise DataError(
-        f"unknown data.source.format {format!r}; expected llara, sdpo_json, raw or synthetic"
-    )
 
 
 # ---------------------------------------------------------------- train rows from val users

@@ -10,7 +10,9 @@
 Each protocol is one function over a batch (:func:`rank_batch`,
 :func:`generate_batch`) returning summed metrics and one record per row;
 :func:`evaluate_split` runs the chosen ones over a split, averages the sums over
-the rows and writes the records with :func:`write_predictions`.
+the rows and writes the records with :func:`write_predictions`;
+:func:`evaluate_model` does it for every split ``cfg.eval`` names and
+:func:`summary_table` prints what the stages of a run measured.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from recpo.evaluation.metrics import has_nested_titles, judge_generation, ranking_metrics
@@ -165,3 +168,55 @@ def evaluate_split(
     if out_dir is not None:
         write_predictions(records, out_dir / f"{split}_predictions.jsonl")
     return metrics
+
+
+def evaluate_model(
+    cfg: DictConfig, model: Any, tokenizer: Any, dm: Any, out: Path
+) -> dict[str, float]:
+    """The protocols of ``cfg.eval`` on each of its splits (``dm``'s evaluation
+    loaders); predictions are written to ``out``. On a GPU run the model is moved to
+    the GPU first (Lightning hands it back on the CPU after fit)."""
+    if (
+        cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto")
+        and torch.cuda.is_available()
+        and _device_of(model).type == "cpu"
+        and not getattr(model, "is_loaded_in_4bit", False)
+    ):
+        model.to("cuda")
+    metrics: dict[str, float] = {}
+    for split in cfg.eval.splits:
+        metrics.update(
+            evaluate_split(
+                model,
+                tokenizer,
+                dm.eval_dataloader(split),
+                split,
+                protocols=tuple(cfg.eval.protocols),
+                max_new_tokens=cfg.eval.max_new_tokens,
+                matcher=cfg.eval.matcher,
+                scoring=cfg.scoring,
+                out_dir=out,
+            )
+        )
+    return metrics
+
+
+SUMMARY_COLUMNS = (
+    ("gen_hr@1", "HitRatio@1"),
+    ("valid_ratio", "ValidRatio"),
+    ("hr@1", "rank HR@1"),
+    ("hr@5", "rank HR@5"),
+    ("ndcg@5", "rank NDCG@5"),
+)
+
+
+def summary_table(results: dict[str, dict[str, float]], split: str = "test") -> str:
+    """A small text table of ``split``: one line per evaluated stage."""
+    lines = [f"{split:<10}" + "".join(f"{title:>13}" for _, title in SUMMARY_COLUMNS)]
+    for tag, metrics in results.items():
+        cells = "".join(
+            f"{metrics[f'{split}/{key}']:>13.4f}" if f"{split}/{key}" in metrics else f"{'-':>13}"
+            for key, _ in SUMMARY_COLUMNS
+        )
+        lines.append(f"{tag:<10}{cells}")
+    return "\n".join(lines)

@@ -131,6 +131,14 @@ def add_lora(model: Any, lora: Any) -> Any:
     return get_peft_model(model, config)
 
 
+def prepare_for_training(model: Any, cfg: Any, lora: bool) -> Any:
+    """Gradient checkpointing when ``cfg.gradient_checkpointing``; a fresh LoRA
+    adapter when ``lora``."""
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return add_lora(model, cfg.lora) if lora else model
+
+
 def load_backbone(
     cfg: Any,
     *,
@@ -138,7 +146,6 @@ def load_backbone(
     cache_dir: str,
     titles: list[str],
     texts: list[str],
-    checkpoint: Path | None = None,
 ) -> Backbone:
     """Load the backbone described by ``cfg`` (a ``backbone`` config node).
 
@@ -148,15 +155,32 @@ def load_backbone(
         cache_dir: ``paths.cache_dir`` (tiny backbones are built there).
         titles: Item titles (the tiny tokenizer makes each one token).
         texts: Prompt texts for the tiny tokenizer.
-        checkpoint: Load this folder instead (e.g. a finished SFT model); its
-            tokenizer is loaded from the same folder.
     """
-    path = checkpoint or resolve_checkpoint(cfg, model_dir, cache_dir, titles, texts)
-    tokenizer = load_tokenizer(path, cfg.get("pad_token"))
-    model = load_model(path, cfg)
-    if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    path = resolve_checkpoint(cfg, model_dir, cache_dir, titles, texts)
     uses_lora = cfg.get("finetune", "full") == "lora"
-    if uses_lora:
-        model = add_lora(model, cfg.lora)
-    return Backbone(model, tokenizer, path, uses_lora)
+    model = prepare_for_training(load_model(path, cfg), cfg, uses_lora)
+    return Backbone(model, load_tokenizer(path, cfg.get("pad_token")), path, uses_lora)
+
+
+def load_finetuned(cfg: Any, folder: Path, base: Backbone, fresh_adapter: bool) -> Backbone:
+    """A fine-tuned result of ``base`` saved in ``folder`` (an SFT model), as a model.
+
+    Full fine-tuning: the saved model, prepared as ``base`` was. LoRA: the base
+    weights with the saved adapter; with ``fresh_adapter`` (a preference-optimization
+    policy) the saved adapter is merged into the base weights and a new adapter is
+    added, so the reference is the policy with its adapter disabled and only one copy
+    of the base weights is held. ``base.model`` is released first (LoRA loads the base
+    weights again).
+    """
+    tokenizer = load_tokenizer(folder, cfg.get("pad_token"))
+    if not base.uses_lora:
+        return Backbone(
+            prepare_for_training(load_model(folder, cfg), cfg, False), tokenizer, folder, False
+        )
+    from peft import PeftModel
+
+    base.model = None  # free the base weights before loading them again
+    model = PeftModel.from_pretrained(load_model(base.path, cfg), folder, is_trainable=False)
+    if fresh_adapter:
+        model = prepare_for_training(model.merge_and_unload(), cfg, True)
+    return Backbone(model, tokenizer, base.path, True)

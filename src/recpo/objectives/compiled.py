@@ -152,6 +152,16 @@ class CompiledObjective:
             fullgraph=fullgraph,
         )
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the objective reads reference log-probs (that of :attr:`eager`)."""
+        return self.eager.needs_reference
+
+    @property
+    def needs_token_counts(self) -> bool:
+        """Whether the objective reads token counts (that of :attr:`eager`)."""
+        return self.eager.needs_token_counts
+
     def __call__(self, logps: PreferenceLogps) -> ObjectiveOutput:
         cuda_graphs = self.mode in CUDA_GRAPH_MODES and logps.policy_chosen.is_cuda
         if cuda_graphs:

@@ -29,7 +29,9 @@ class PreferenceModule(LLMStage):
             ``disable_adapter``: the policy with its LoRA adapter switched off
             (one copy of the base weights; the SFT adapter is merged into them);
             ``precompute``: reference log-probs of all candidates of every training
-            row computed once before training (``set_reference_table``);
+            row, computed once from the initial policy when fit starts (:meth:`setup`,
+            before a resumed run's weights are restored) or given with
+            :meth:`set_reference_table`;
             ``none``: reference-free objectives.
         optimizer, scheduler, warmup_ratio, scoring: see :class:`LLMStage`.
     """
@@ -63,6 +65,23 @@ class PreferenceModule(LLMStage):
     def set_reference_table(self, table: Tensor) -> None:
         """``(num_train_examples, num_candidates)`` reference log-probs (``precompute``)."""
         self.ref_table = table
+
+    def setup(self, stage: str) -> None:
+        """``precompute``: the reference table from the policy as it is when fit
+        starts (the SFT weights), over the datamodule's training rows. Lightning calls
+        this before it restores a checkpoint, so a resumed run gets the same table."""
+        if stage != "fit" or self.reference != "precompute" or self.ref_table.numel():
+            return
+        dm = self.trainer.datamodule
+        self.model.to(self.trainer.strategy.root_device)
+        table = precompute_reference(
+            self,
+            self.model,
+            dm.candidates_dataloader(),
+            len(dm.examples("train")),
+            dm.num_candidates,
+        )
+        self.set_reference_table(table)
 
     def _reference_context(self) -> AbstractContextManager:
         return (

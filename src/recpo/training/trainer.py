@@ -1,8 +1,10 @@
-"""Build a Lightning Trainer for one stage of a run from the Hydra config."""
+"""Build the Lightning Trainer of one stage of a run (an LLM stage or a baseline)
+from the Hydra config."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recpo.training.loggers import is_rank_zero, make_loggers
 
-__all__ = ["AtomicCheckpointIO", "is_rank_zero", "make_loggers", "make_trainer"]
+__all__ = ["AtomicCheckpointIO", "is_rank_zero", "make_loggers", "make_trainer", "stage_checkpoint"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -30,24 +32,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
+def stage_checkpoint(out: Path, stage: str, monitor: str = "val/hr@1") -> ModelCheckpoint:
+    """An LLM stage's checkpoints in ``out/<stage>/checkpoints``: the best epoch by
+    ``monitor`` and ``last.ckpt`` (what an interrupted run resumes from)."""
+    return ModelCheckpoint(
+        dirpath=out / stage / "checkpoints",
+        filename="epoch{epoch}",
+        auto_insert_metric_name=False,
+        monitor=monitor,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+    )
+
+
 def make_trainer(
-    cfg: DictConfig, stage: str, max_epochs: int, monitor: str = "val/hr@1"
+    cfg: DictConfig,
+    stage: str,
+    max_epochs: int,
+    checkpoint: ModelCheckpoint | None = None,
+    *,
+    extra_callbacks: Sequence[Any] = (),
+    csv_version: str | None = "stage",
+    root: Path | None = None,
+    **arguments: Any,
 ) -> L.Trainer:
-    """The stage's Trainer: ``cfg.trainer`` (the settings that change the weights) with
-    ``cfg.runtime.trainer`` (those that do not), epochs from the stage."""
+    """The Trainer of one stage (an LLM stage or a baseline): ``cfg.trainer`` (the
+    settings that change the weights) with ``cfg.runtime.trainer`` (those that do
+    not), the stage's epochs, ``cfg.callbacks`` then ``extra_callbacks`` then
+    ``checkpoint`` (default :func:`stage_checkpoint`), the stage's loggers and atomic
+    checkpoint writes.
+
+    Args:
+        csv_version: The CSV log's version (``None``: Lightning's numbered versions).
+        root: ``default_root_dir`` (default: ``<output_dir>/<stage>``).
+        arguments: Trainer arguments that replace ``cfg.trainer``'s (a baseline's
+            ``gradient_clip_val``).
+    """
     out = Path(cfg.paths.output_dir)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=out / stage / "checkpoints",
-            filename="epoch{epoch}",
-            auto_insert_metric_name=False,
-            monitor=monitor,
-            mode="max",
-            save_top_k=1,
-            save_last=True,
-        )
-    )
+    callbacks += [*extra_callbacks, checkpoint or stage_checkpoint(out, stage)]
     strategy = cfg.trainer.get("strategy")
     # DeepSpeed writes checkpoint folders through its own engine.
     plugins = [AtomicCheckpointIO()] if strategy is None or isinstance(strategy, str) else []
@@ -58,11 +82,13 @@ def make_trainer(
             f"{clash} set both in trainer and runtime.trainer: each Trainer argument "
             "belongs to one of them (runtime.trainer: those that never change the weights)"
         )
+    runtime = OmegaConf.to_container(runtime, resolve=True)
     return hydra.utils.instantiate(
         cfg.trainer,
-        **{**OmegaConf.to_container(runtime, resolve=True), "default_root_dir": str(out / stage)},
+        **{**runtime, "default_root_dir": str(root or out / stage)},
         max_epochs=max_epochs,
         callbacks=callbacks,
-        logger=make_loggers(cfg, stage) or False,
+        logger=make_loggers(cfg, stage, csv_version=csv_version) or False,
         plugins=plugins,
+        **arguments,
     )
