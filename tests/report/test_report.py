@@ -161,6 +161,38 @@ def test_table4_6_7_cells(report):
     assert "DynamicPO" in set(t7["method"])
 
 
+def test_paired_differences_are_taken_seed_by_seed(report):
+    """DynamicPO - DMPO and DMPO - SFT per seed, then mean ± std of the differences
+    (hand-computed from the fixture's per-seed values in conftest.py)."""
+    paired = pd.read_csv(report.out / "paired.csv", dtype=str)
+    for column in [c for c in paired.columns if c.rsplit("/", 1)[-1] in ("mean", "std", "n")]:
+        paired[column] = pd.to_numeric(paired[column])
+    k3 = {"K": "3", "α": "0.5", "γ": "6"}
+    # K = 3: (.55 - .50, .65 - .60, .60 - .70) = (.05, .05, -.10)
+    assert_cell(
+        row(paired, method="DynamicPO", minus="DMPO", **k3), "lastfm", "gen_hr@1", 0.0, 0.0866025, 3
+    )
+    # K = 15: (.70 - .40, .72 - .40, .74 - .52) = (.30, .32, .22)
+    k15 = {**k3, "K": "15"}
+    assert_cell(
+        row(paired, method="DynamicPO", minus="DMPO", **k15),
+        "lastfm",
+        "gen_hr@1",
+        0.28,
+        0.0529150,
+        3,
+    )
+    # DMPO K = 3 - SFT: (.50 - .30, .60 - .34, .70 - .32) = (.20, .26, .38)
+    dmpo3 = row(paired, method="DMPO", minus="SFT", K="3")
+    assert_cell(dmpo3, "lastfm", "gen_hr@1", 0.28, 0.0916515, 3)
+    assert_cell(dmpo3, "steam", "gen_hr@1", math.nan, math.nan, 0)
+    assert_cell(
+        row(paired, method="DMPO", minus="SFT", K="15"), "steam", "gen_hr@1", 0.05, math.nan, 1
+    )
+    # a plain objective is compared with SFT only
+    assert set(paired[paired["method"] == "DMPO"]["minus"]) == {"SFT"}
+
+
 def test_expected_figures_are_valid_pngs(report):
     names = {f.name for f in report.figures}
     assert names == {

@@ -1,5 +1,7 @@
 """Tables shaped like the paper's: Table 2 (methods × datasets), Table 4 (objectives with
-and without DynamicPO), Table 6 (ablations), Table 7 (Top-K vs DynamicPO).
+and without DynamicPO), Table 6 (ablations), Table 7 (Top-K vs DynamicPO); and paired
+differences (each preference setting minus SFT, and minus its plain objective, seed by
+seed), which take the seed-to-seed spread of the shared SFT model out of a comparison.
 
 Every cell is the mean ± sample std over the seeds of one condition with its n; rows
 are methods, plus a column for each setting (K, α, γ, backbone, ...) that varies among
@@ -22,6 +24,7 @@ from recpo.report.collect import (
     PLUGINS,
     TRAINING,
     Condition,
+    Entry,
     ReportError,
     Stat,
     _orderable,
@@ -315,10 +318,76 @@ def training_table(conditions: list[Condition], split: str) -> tuple[Table | Non
     return table, ""
 
 
+# The plain objective a preference objective is compared with in the paired table.
+PAIRED_WITH = {**PLUGINS, "topk": "dmpo", "beta_dpo": "dmpo"}
+
+
+def _pairing(entry: Entry) -> tuple[str, object]:
+    """What a result is paired on: every setting of its job outside the objective
+    node, and its seed."""
+    rest = {k: v for k, v in entry.job.settings.items() if not k.startswith("objective.")}
+    return json.dumps(rest, sort_keys=True, default=str), json.dumps(entry.seed, default=str)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value)
+
+
+def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
+    """Per seed, a preference result minus the SFT model it started from (same job),
+    and minus the plain objective it extends (DynamicPO - DMPO, Top-K - DMPO) run with
+    the same settings and seed; mean ± std of those differences over the seeds."""
+    po = [c for c in conditions if c.stage == "po"]
+    if not po:
+        return None, "Paired differences skipped: no finished preference job"
+    plain: dict[tuple[str, tuple[str, object]], Entry] = {}
+    for cond in po:
+        if objective_name(cond.first) in _BASES:
+            for entry in cond.entries:
+                plain[(str(objective_name(entry)), _pairing(entry))] = entry
+    rows: list[Condition] = []
+    against: dict[int, str] = {}
+    for cond in po:
+        rows.append(cond)
+        against[id(rows[-1])] = "SFT"
+        base = PAIRED_WITH.get(str(objective_name(cond.first)))
+        if base and any((base, _pairing(e)) in plain for e in cond.entries):
+            rows.append(Condition(cond.entries, cond.extras))  # the same seeds, another row
+            against[id(rows[-1])] = _BASES[base]
+
+    def other(entry: Entry, name: str, metric: str) -> object:
+        if name == "SFT":
+            return (entry.job.results or {}).get(f"sft:{split}/{metric}")
+        base = plain.get((next(k for k, v in _BASES.items() if v == name), _pairing(entry)))
+        return None if base is None else base.metrics.get(f"{split}/{metric}")
+
+    def cell(cond: Condition, metric: str) -> Stat:
+        name = against[id(cond)]
+        values = []
+        for entry in cond.entries:
+            mine, theirs = entry.metrics.get(f"{split}/{metric}"), other(entry, name, metric)
+            if _finite(mine) and _finite(theirs):
+                values.append(mine - theirs)
+        return Stat.of(values)
+
+    table = build_table(
+        "paired",
+        "Paired differences",
+        "Each row: the method minus the model named in `minus`, seed by seed (the same SFT "
+        "model; for a plain objective, the job with the same settings and seed), then "
+        "mean ± sample std of the differences over the seeds.",
+        rows,
+        lambda c: {"method": c.method, "minus": against[id(c)]},
+        split,
+        cell=cell,
+    )
+    return table, ""
+
+
 def make_tables(conditions: list[Condition], split: str) -> tuple[list[Table], list[str]]:
     """The tables the conditions support, and one line per table skipped."""
     tables, skipped = [], []
-    for build in (table2, table4, table6, table7, training_table):
+    for build in (table2, table4, table6, table7, paired_table, training_table):
         table, reason = build(conditions, split)
         if table is not None:
             tables.append(table)
