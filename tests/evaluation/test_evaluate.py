@@ -252,6 +252,84 @@ def test_no_file_without_out_dir(setup, tmp_path, monkeypatch):
     assert metrics["test/rows"] == 7 and list(tmp_path.iterdir()) == []
 
 
+def stop_in_second_batch(setup, out: Path, **kwargs) -> None:
+    """Run ``evaluate_split`` into ``out`` and stop it in its second batch."""
+    tok, model, batches = setup
+    real = model.generate
+
+    def generate(**kw):
+        if len(model.calls) == 1:
+            raise KeyboardInterrupt
+        return real(**kw)
+
+    model.calls = []
+    model.generate = generate
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_split(model, tok, batches, "val", out_dir=out, **kwargs)
+    finally:
+        del model.generate
+
+
+def computed_batches(setup, out: Path, **kwargs) -> int:
+    """Run ``evaluate_split`` to the end; the number of batches it computed."""
+    tok, model, batches = setup
+    model.calls = []
+    evaluate_split(model, tok, batches, "val", out_dir=out, **kwargs)
+    return len(model.calls)
+
+
+def test_stopped_evaluation_resumes_after_the_last_finished_batch(setup, tmp_path):
+    """A run stopped in its second batch leaves the first in the progress file; the
+    next run computes only the remaining batches and gives the uninterrupted run's
+    metrics and predictions, then removes the progress file."""
+    tok, model, batches = setup
+    whole = evaluate_split(model, tok, batches, "val", out_dir=tmp_path / "whole")
+    want = (tmp_path / "whole" / "val_predictions.jsonl").read_text(encoding="utf-8")
+    out = tmp_path / "stopped"
+    stop_in_second_batch(setup, out)
+    lines = (out / "val_progress.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2  # the header and the first batch
+    model.calls = []
+    assert evaluate_split(model, tok, batches, "val", out_dir=out) == whole
+    assert len(model.calls) == len(batches) - 1
+    assert (out / "val_predictions.jsonl").read_text(encoding="utf-8") == want
+    assert sorted(p.name for p in out.iterdir()) == ["val_predictions.jsonl"]
+
+
+def test_progress_is_reused_only_for_the_same_settings_and_rows(setup, tmp_path):
+    _, _, batches = setup
+    path = tmp_path / "val_progress.jsonl"
+    # Another matcher: every batch is computed again.
+    stop_in_second_batch(setup, tmp_path)
+    assert computed_batches(setup, tmp_path, matcher="strict") == len(batches)
+    # Other rows in the stored batch: computed again.
+    stop_in_second_batch(setup, tmp_path)
+    header, first = path.read_text(encoding="utf-8").splitlines()
+    changed = json.loads(first)
+    changed["rows"] = [r + 1000 for r in changed["rows"]]
+    path.write_text(header + "\n" + json.dumps(changed) + "\n", encoding="utf-8")
+    assert computed_batches(setup, tmp_path) == len(batches)
+    # A batch line cut short (the run was killed while writing it): computed again.
+    stop_in_second_batch(setup, tmp_path)
+    path.write_text(path.read_text(encoding="utf-8")[:-20], encoding="utf-8")
+    assert computed_batches(setup, tmp_path) == len(batches)
+    # Other weights (a different model in the same folder): computed again.
+    stop_in_second_batch(setup, tmp_path)
+    first_param = next(setup[1].parameters())
+    kept = first_param.detach().clone()
+    with torch.no_grad():
+        first_param.add_(1.0)
+    try:
+        assert computed_batches(setup, tmp_path) == len(batches)
+    finally:
+        with torch.no_grad():
+            first_param.copy_(kept)
+    # The same settings and rows: the stored batch is reused.
+    stop_in_second_batch(setup, tmp_path)
+    assert computed_batches(setup, tmp_path) == len(batches) - 1
+
+
 def main() -> None:
     import tempfile
 

@@ -124,6 +124,62 @@ def write_predictions(records: list[dict], path: Path) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _fingerprint(model: Any) -> list[float]:
+    """A cheap identity of the weights: the parameter count and the sums of the first
+    and last two parameter tensors."""
+    params = list(model.parameters())
+    picked = params[:2] + params[-2:]
+    return [float(sum(p.numel() for p in params))] + [
+        round(float(p.detach().float().sum()), 4) for p in picked
+    ]
+
+
+class _Progress:
+    """``<split>_progress.jsonl`` beside the predictions: a header (the settings and
+    the model's fingerprint), then one line per finished batch (its rows, sums and
+    records). An interrupted evaluation resumes from it when the header and the
+    rows of every stored batch match; it is removed once the split is done."""
+
+    def __init__(self, path: Path | None, header: dict[str, Any]):
+        self.path = path
+        self.header = header
+        self.batches: list[dict[str, Any]] = []
+        if path is None or not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            stored = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            stored = None
+        if stored != json.loads(json.dumps(header)):
+            return
+        for line in lines[1:]:
+            try:
+                self.batches.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short when the run was stopped
+                break
+
+    def start(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(self.header) + "\n")
+            for batch in self.batches:
+                f.write(json.dumps(batch, ensure_ascii=False) + "\n")
+
+    def add(self, rows: list[Any], sums: Sums, records: list[dict]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            line = {"rows": rows, "sums": sums, "records": records}
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 def evaluate_split(
     model: Any,
     tokenizer: Any,
@@ -137,26 +193,52 @@ def evaluate_split(
 ) -> dict[str, float]:
     """Evaluate one split; write ``{split}_predictions.jsonl`` to ``out_dir`` when given.
 
+    With ``out_dir``, each finished batch is also appended to
+    ``{split}_progress.jsonl``, so a stopped evaluation (hours for a large model on a
+    CPU) resumes after the last finished batch when run again with the same model,
+    settings and rows; batches stored under other settings are computed again.
+
     Returns:
         Metrics keyed ``{split}/<name>``: the protocols' sums over the rows divided by
         the number of rows (``nested_rows`` stays a count), and ``{split}/rows``.
     """
     if matcher not in MATCHERS:
         raise ValueError(f"eval.matcher must be one of {MATCHERS}, got {matcher!r}")
+    header = {
+        "split": split,
+        "protocols": list(protocols),
+        "max_new_tokens": max_new_tokens,
+        "matcher": matcher,
+        "scoring": scoring,
+        "model": _fingerprint(model),
+    }
+    progress = _Progress(None if out_dir is None else out_dir / f"{split}_progress.jsonl", header)
+    stored = progress.batches
     sums: Sums = {}
     records: list[dict] = []
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc=f"eval {split}", leave=False):
-            batch_records = [
-                {"row": r, "target": t} for r, t in zip(batch["rows"], batch["targets"])
-            ]
+        reusing = True  # still taking batches from the progress file
+        for i, batch in enumerate(tqdm(loader, desc=f"eval {split}", leave=False)):
+            rows = json.loads(json.dumps(list(batch["rows"])))
+            if reusing and i < len(stored) and stored[i]["rows"] == rows:
+                _merge(sums, [], (stored[i]["sums"], []))
+                records.extend(stored[i]["records"])
+                continue
+            if reusing:  # keep the batches reused so far, compute the rest
+                reusing = False
+                progress.batches = stored[:i]
+                progress.start()
+            batch_sums: Sums = {}
+            batch_records = [{"row": r, "target": t} for r, t in zip(rows, batch["targets"])]
             if "ranking" in protocols:
-                _merge(sums, batch_records, rank_batch(model, batch, scoring))
+                _merge(batch_sums, batch_records, rank_batch(model, batch, scoring))
             if "generation" in protocols:
                 generation = generate_batch(model, tokenizer, batch, max_new_tokens, matcher)
-                _merge(sums, batch_records, generation)
+                _merge(batch_sums, batch_records, generation)
+            progress.add(rows, batch_sums, batch_records)
+            _merge(sums, [], (batch_sums, []))
             records.extend(batch_records)
     finally:
         model.train(was_training)
@@ -167,6 +249,7 @@ def evaluate_split(
     metrics[f"{split}/rows"] = n
     if out_dir is not None:
         write_predictions(records, out_dir / f"{split}_predictions.jsonl")
+    progress.finish()
     return metrics
 
 
