@@ -1,0 +1,55 @@
+"""Copy what a report needs from the finished jobs of a sweep into a folder that can be
+committed: each job's ``config.yaml``, ``results.json`` and ``logs/po/metrics.csv``
+(a few kB; no checkpoints or predictions).
+
+    python scripts/export_jobs.py multirun/negatives/lastfm-tiny experiments/collapse_curve/jobs
+
+``python -m recpo.report experiments/collapse_curve/jobs`` then rebuilds the tables and
+figures, and copying a job folder back under ``multirun/`` makes a sweep skip it.
+Unfinished jobs are left out; files already exported are replaced only by newer ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+KEPT = ("config.yaml", "results.json", "logs/po/metrics.csv")
+
+
+def export(source: Path, target: Path) -> tuple[int, int]:
+    """Export every finished job under ``source``; returns (exported, unfinished)."""
+    exported = unfinished = 0
+    for config in sorted(source.rglob("config.yaml")):
+        job = config.parent
+        if job.name == ".hydra":
+            continue
+        if not (job / "results.json").is_file():
+            unfinished += 1
+            continue
+        dest = target / job.relative_to(source)
+        for name in KEPT:
+            src = job / name
+            if src.is_file():
+                out = dest / name
+                if not out.is_file() or out.stat().st_mtime < src.stat().st_mtime:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, out)
+        exported += 1
+    return exported, unfinished
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="a sweep folder (or a folder of sweeps)")
+    parser.add_argument("target", type=Path, help="where the job folders are copied")
+    args = parser.parse_args()
+    if not args.source.is_dir():
+        raise SystemExit(f"{args.source}: no such folder")
+    exported, unfinished = export(args.source, args.target)
+    print(f"{exported} finished jobs exported to {args.target}; {unfinished} unfinished left out")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""scripts/export_jobs.py: what a report needs from finished jobs, nothing else."""
+
+import importlib.util
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def _export_module():
+    spec = importlib.util.spec_from_file_location(
+        "export_jobs", REPO / "scripts" / "export_jobs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _job(folder: Path, finished: bool) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (folder / "config.yaml").write_text("seed: 0\n")
+    (folder / "logs" / "po").mkdir(parents=True)
+    (folder / "logs" / "po" / "metrics.csv").write_text("step,train/loss\n0,0.69\n")
+    (folder / "po" / "checkpoints").mkdir(parents=True)
+    (folder / "po" / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    if finished:
+        (folder / "results.json").write_text('{"test/hr@1": 0.5}')
+
+
+def test_finished_jobs_are_exported_with_config_results_and_log(tmp_path):
+    sweep = tmp_path / "multirun" / "negatives" / "lastfm-tiny"
+    _job(sweep / "objective=dmpo,po.num_negatives=1", finished=True)
+    _job(sweep / "objective=dmpo,po.num_negatives=3", finished=False)
+    out = tmp_path / "jobs"
+    assert _export_module().export(tmp_path / "multirun", out) == (1, 1)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    job = "negatives/lastfm-tiny/objective=dmpo,po.num_negatives=1"
+    assert files == [f"{job}/config.yaml", f"{job}/logs/po/metrics.csv", f"{job}/results.json"]
