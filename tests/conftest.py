@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,22 @@ CONF = REPO / "conf"
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_train(
+    args: list[str], timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m recpo.train ARGS`` from the repository root, output captured; W&B
+    disabled unless ``env`` (added to this process's environment) says otherwise."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "recpo.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**full_env, **(env or {})},
+    )
 
 
 def shared_data_dir() -> Path | None:

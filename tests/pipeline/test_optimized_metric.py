@@ -4,16 +4,13 @@ by default, never silently a test metric or nothing."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from recpo.train import ConfigError, check_optimized_metric, main, optimized_value, train
-from tests.conftest import REPO, compose
+from tests.conftest import compose, run_train
 
 METRICS = {"val/hr@1": 0.3, "test/hr@1": 0.5, "sft:val/hr@1": 0.2, "po:val/hr@1": 0.3}
 
@@ -92,22 +89,7 @@ def test_main_returns_the_optimized_metric(tmp_path):
 
 def test_cli_reports_a_missing_key_in_one_line(tmp_path):
     out = _finished_job(tmp_path)
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "recpo.train",
-            "+experiment=demo",
-            "optimized_metric=val/nope",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = run_train(["+experiment=demo", "optimized_metric=val/nope", f"hydra.run.dir={out}"])
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "config error: optimized_metric='val/nope'" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from recpo.train import train
-from tests.conftest import CONF, REPO, compose
+from tests.conftest import CONF, REPO, compose, run_train
 
 SMALL = [
     "+experiment=demo",
@@ -26,19 +26,6 @@ SMALL = [
     "sft.max_epochs=1",
     "po.max_epochs=1",
 ]
-
-
-def _run(args: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, "-m", "recpo.train", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        **kw,
-    )
 
 
 def test_committed_sweeps_compose():
@@ -107,7 +94,7 @@ def test_ddp_jobs_inside_a_multirun_sweep(tmp_path):
     """A 2-value -m sweep with 2 CPU processes per job: exactly two finished jobs, each
     trained under DDP once (not a re-launched sweep) with complete evaluation."""
     sweep = tmp_path / "sweep"
-    proc = _run(
+    proc = run_train(
         [
             "-m",
             *SMALL,
@@ -155,7 +142,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, finetune):
         f"paths.sft_dir={tmp_path}/sft",
         f"paths.cache_dir={tmp_path}/cache",
     ]
-    full = _run([*args, f"hydra.run.dir={tmp_path}/full"], timeout=900)
+    full = run_train([*args, f"hydra.run.dir={tmp_path}/full"], timeout=900)
     assert full.returncode == 0, full.stderr[-3000:]
     expected = json.loads((tmp_path / "full" / "results.json").read_text())
 
@@ -181,7 +168,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, finetune):
 
     state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
     assert all(("lora_" in k) == (finetune == "lora") for k in state)
-    resumed = _run([*args, f"hydra.run.dir={run_dir}"], timeout=900)
+    resumed = run_train([*args, f"hydra.run.dir={run_dir}"], timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming po from" in resumed.stdout + resumed.stderr
     got = json.loads((run_dir / "results.json").read_text())

@@ -4,9 +4,6 @@ seed=0,1`` (synthetic data, tiny backbone, 16 training rows, one epoch per stage
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -14,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from recpo.report import build_report
-from tests.conftest import REPO, compose
+from tests.conftest import compose, run_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,15 +43,7 @@ def test_report_of_a_real_two_seed_sweep(tmp_path):
         caps.append("po.max_train_examples=16")
     args = ["-m", "+experiment=demo", "seed=0,1", f"hydra.sweep.dir={sweep}"]
     args += [f"paths.cache_dir={tmp_path / 'cache'}", *caps]
-    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "recpo.train", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = run_train(args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.parent for p in sweep.rglob("results.json"))
     assert len(jobs) == 2

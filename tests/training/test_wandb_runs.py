@@ -5,16 +5,13 @@ summary; the report's group rule is the training runs' own."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf, open_dict
 
 from recpo.training.loggers import close_stage_loggers, job_group, run_name, wandb_group
-from tests.conftest import REPO, compose
+from tests.conftest import compose, run_train
 from tests.report.test_report_wandb import wandb_records
 
 
@@ -57,20 +54,11 @@ def test_sweep_writes_one_run_per_job_and_stage(tmp_path):
     args = ["-m", "+experiment=demo", "logger=wandb", "po.num_negatives=2,3"]
     args += [f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}", *caps]
     env = {
-        **os.environ,
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "WANDB_DIR": str(tmp_path / "wandb_dir"),
-        "TOKENIZERS_PARALLELISM": "false",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "recpo.train", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = run_train(args, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wandb run already in progress" not in proc.stderr
     jobs = sorted(p.parent for p in sweep.rglob("results.json"))
