@@ -70,6 +70,12 @@ class LLMStage(L.LightningModule):
             self.log(f"val/{key}", metric.compute(), prog_bar=key == "hr@1")
             metric.reset()
 
+    def on_fit_start(self) -> None:
+        # ``from_pretrained`` returns the policy in eval mode and Lightning keeps each
+        # submodule's mode: the policy trains in train mode (dropout, LoRA dropout);
+        # validation switches it to eval and back.
+        self.model.train()
+
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "set_epoch"):
