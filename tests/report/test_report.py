@@ -29,7 +29,7 @@ from recpo.report.collect import (
 )
 from recpo.report.figures import collapse_curve, win_rate_bars
 from tests.conftest import CONF, REPO, compose
-from tests.report.conftest import job_config, make_sweeps, results, write_job
+from tests.report.conftest import job_config, job_name, make_sweeps, results, write_job
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -494,3 +494,18 @@ def test_few_steps_still_fill_the_first_and_last_interval(tmp_path):
     (per_seed,) = binned(cond, "train/rewards/win_rate", 5)
     assert np.isnan(per_seed[2])
     assert np.delete(per_seed, 2) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_collapse_curve_notes_unequal_seeds_along_a_line(small, tmp_path):
+    """DMPO was run with seeds 0 and 1 at K = 3 and 15; without seed 1 at K = 15 the
+    curve's two points average different seeds, and the report says so under it."""
+    equal = build_report(small, tmp_path / "equal")
+    assert "Unequal seeds" not in (equal.out / "report.md").read_text()
+    shutil.rmtree(small / "negatives" / "lastfm-tiny" / job_name(k=15, seed=1))
+    report = build_report(small, tmp_path / "unequal")
+    (curve,) = [f for f in report.figures if f.kind == "collapse_curve"]
+    assert curve.note == (
+        "Unequal seeds along a line, so its points average different seeds: "
+        "DMPO (K=3: 0, 1; K=15: 0)"
+    )
+    assert f"**Note.** {curve.note}" in (report.out / "report.md").read_text()

@@ -105,6 +105,8 @@ def _markdown(report: Report, command: str | None) -> str:
         lines += ["## Figures", ""]
         for fig in report.figures:
             lines += [f"### {fig.title}", "", f"![{fig.kind}]({fig.name})", ""]
+            if fig.note:
+                lines += [f"**Note.** {fig.note}", ""]
     if report.skipped:
         lines += ["## Not drawn", ""]
         lines += [f"- {reason}" for reason in report.skipped]

@@ -52,6 +52,24 @@ class FigureFile:
     name: str  # file name inside the report folder
     title: str
     kind: str  # collapse_curve | win_rate | boundary_shares | alpha_gamma | selected_negatives
+    note: str = ""  # a caveat printed under the figure
+
+
+def unequal_seeds(conds: list[Condition]) -> str:
+    """A caveat when a curve's points average different seeds: a line whose K were not
+    all run with the same seeds mixes seed effects into its shape."""
+    lines = []
+    for label, members in _series(conds).items():
+        seeds = {c.factors["num_negatives"]: sorted(map(show, c.seeds)) for c in members}
+        if len({tuple(v) for v in seeds.values()}) > 1:
+            per_k = "; ".join(
+                f"K={show(k)}: {', '.join(v)}"
+                for k, v in sorted(seeds.items(), key=lambda kv: kv[0])
+            )
+            lines.append(f"{label} ({per_k})")
+    if not lines:
+        return ""
+    return "Unequal seeds along a line, so its points average different seeds: " + " | ".join(lines)
 
 
 def check_one_panel(conditions: list[Condition], what: str) -> None:
@@ -443,7 +461,12 @@ def make_figures(
         name = f"collapse_curve{suffix[key]}.png"
         collapse_curve(conds, ref, split, out / name, colors)
         files.append(
-            FigureFile(name, f"Collapse curve: {_panel_title(conds[0], split)}", "collapse_curve")
+            FigureFile(
+                name,
+                f"Collapse curve: {_panel_title(conds[0], split)}",
+                "collapse_curve",
+                note=unequal_seeds(conds),
+            )
         )
 
     # Training curves: panels as above, one subplot per K.
