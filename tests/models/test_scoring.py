@@ -203,6 +203,22 @@ def test_head_applied_only_at_answer_positions() -> None:
     assert rows == [torch.Size([batch[3].sum().item(), VOCAB])]
 
 
+def test_packed_row_holds_real_answer_tokens_only() -> None:
+    """Answers of 1..4 tokens packed one after the other: the decoder sees rows of
+    P + the longest summed answer length, not P + N * A slots."""
+    model = tiny_causal_lm("llama", "sdpa")
+    batch = random_batch(3, 9, 6, 4, "right")
+    shapes = []
+    handle = model.model.embed_tokens.register_forward_hook(
+        lambda mod, args, out: shapes.append(tuple(args[0].shape))
+    )
+    score_answers(model, *batch)
+    handle.remove()
+    longest = int(batch[3].sum((1, 2)).max())
+    assert longest < 6 * 4
+    assert shapes == [(3, 9 + longest)]
+
+
 def test_mean_logps_by_hand() -> None:
     """[-4 over 2 tokens, absent, -3 over 1 token] -> [-2, 0, -3]."""
     scores = AnswerScores(

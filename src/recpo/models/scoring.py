@@ -150,11 +150,14 @@ def score_answers_shared(
 ) -> AnswerScores:
     """Fast scoring: the prompt once, then all answers, in one packed row.
 
-    The packed row is ``[prompt (P, left-padded) | answer_1 (A) | ... | answer_N (A)]``
-    of length ``S = P + N * A``. With ``eager`` or ``sdpa`` attention it gets a
-    float additive ``(B, 1, S, S)`` mask; with ``flex_attention`` (CUDA) a
-    FlexAttention ``BlockMask``. FlashAttention-2 cannot take such masks: use
-    ``concat`` there. Shapes as in :func:`score_answers`.
+    The packed row is ``[prompt (P, left-padded) | answer_1 | ... | answer_N | pad]``
+    with every answer's real tokens only, one after the other, so its length is
+    ``S = P + max over the batch of the summed answer lengths`` (answer slots are
+    padded to the longest answer of the batch, ``A``; packing them as slots would
+    make ``S = P + N * A``, about twice as long for real titles). With ``eager`` or
+    ``sdpa`` attention the row gets a float additive ``(B, 1, S, S)`` mask; with
+    ``flex_attention`` (CUDA) a FlexAttention ``BlockMask``. FlashAttention-2 cannot
+    take such masks: use ``concat`` there. Shapes as in :func:`score_answers`.
     """
     causal_lm = _unwrap_causal_lm(model)
     decoder = causal_lm.get_decoder()
@@ -166,26 +169,41 @@ def score_answers_shared(
     device = prompt_ids.device
 
     prompt_ids, prompt_real = left_align(prompt_ids, prompt_mask.bool())
-    answer_real = answer_mask.bool()
-    input_ids = torch.cat([prompt_ids, answer_ids.reshape(batch, -1)], dim=1)  # (B, S)
-    key_real = torch.cat([prompt_real, answer_real.reshape(batch, -1)], dim=1)  # (B, S)
+    answer_real = answer_mask.bool()  # (B, N, A), real tokens first in each slot
+    lengths = answer_real.sum(-1)  # (B, N)
+    starts = lengths.cumsum(-1) - lengths  # (B, N): where each answer starts after the prompt
+    packed_answers = int(lengths.sum(-1).max())
+    packed_len = prompt_len + packed_answers
+
+    # Column of answer j's token t in the packed row, for the real tokens.
+    token = torch.arange(answer_len, device=device)
+    column = prompt_len + starts[..., None] + token  # (B, N, A)
+    rows = torch.arange(batch, device=device)[:, None, None].expand_as(column)
+    rows, column = rows[answer_real], column[answer_real]  # (T,) each
+
+    input_ids = torch.zeros(batch, packed_len, dtype=prompt_ids.dtype, device=device)
+    input_ids[:, :prompt_len] = prompt_ids
+    input_ids[rows, column] = answer_ids[answer_real]
+    key_real = torch.zeros(batch, packed_len, dtype=torch.bool, device=device)
+    key_real[:, :prompt_len] = prompt_real
+    key_real[rows, column] = True
+
+    # 0 for the prompt, j for the j-th answer, -1 for padding: an answer sees
+    # segment 0 and itself.
+    segment = torch.full((batch, packed_len), -1, dtype=torch.long, device=device)
+    segment[:, :prompt_len] = 0
+    answer_number = torch.arange(1, num_answers + 1, device=device)[:, None].expand(
+        num_answers, answer_len
+    )
+    segment[rows, column] = answer_number.expand_as(answer_real)[answer_real]
 
     # Prompt tokens count 0.. from the first real one; every answer restarts at
     # the real prompt length, as if it were the only continuation.
     real_prompt_len = prompt_real.sum(-1)  # (B,)
-    prompt_positions = (prompt_real.long().cumsum(-1) - 1).clamp(min=0)
-    answer_positions = real_prompt_len[:, None] + torch.arange(answer_len, device=device)
-    position_ids = torch.cat(
-        [prompt_positions, answer_positions.repeat(1, num_answers)], dim=1
-    )  # (B, S)
-
-    # 0 for the prompt, j for the j-th answer: an answer sees segment 0 and itself.
-    segment = torch.cat(
-        [
-            torch.zeros(prompt_len, dtype=torch.long, device=device),
-            torch.arange(1, num_answers + 1, device=device).repeat_interleave(answer_len),
-        ]
-    )  # (S,)
+    position_ids = torch.zeros(batch, packed_len, dtype=torch.long, device=device)
+    position_ids[:, :prompt_len] = (prompt_real.long().cumsum(-1) - 1).clamp(min=0)
+    answer_positions = real_prompt_len[:, None, None] + token  # (B, 1, A)
+    position_ids[rows, column] = answer_positions.expand_as(answer_real)[answer_real]
 
     if attn_implementation == "flex_attention":
         attention_mask = _flex_block_mask(segment, key_real)
@@ -204,22 +222,19 @@ def score_answers_shared(
         use_cache=False,
     ).last_hidden_state  # (B, S, H)
 
-    # Hidden state that predicts token t of answer j: the previous answer token,
-    # or the last prompt token (column P-1 after left alignment) for t = 0.
-    answer_start = prompt_len + answer_len * torch.arange(num_answers, device=device)
-    predictor = answer_start[:, None] + torch.arange(answer_len, device=device) - 1  # (N, A)
-    predictor[:, 0] = prompt_len - 1
-    real = answer_real.reshape(batch, -1)  # (B, N*A)
+    # Hidden state that predicts a token: the previous token of its answer, or the
+    # last prompt token (column P-1 after left alignment) for an answer's first.
+    first = token.expand_as(answer_real)[answer_real] == 0  # (T,)
+    predictor = torch.where(first, prompt_len - 1, column - 1)
     # Keep only real answer tokens before the head: the (T, V) logits, T = number
     # of real answer tokens in the batch, are the only vocabulary-sized tensor.
-    selected_hidden = hidden[:, predictor.reshape(-1)][real]  # (T, H)
-    targets = answer_ids.reshape(batch, -1)[real]  # (T,)
+    selected_hidden = hidden[rows, predictor]  # (T, H)
+    targets = answer_ids[answer_real]  # (T,)
     token_logps = _token_logps(output_embedding(selected_hidden), targets)  # (T,)
 
-    padded = torch.zeros(real.shape, dtype=token_logps.dtype, device=device)
-    token_logps = padded.masked_scatter(real, token_logps)
-    logps = token_logps.view(batch, num_answers, answer_len).sum(-1)
-    return AnswerScores(logps=logps, num_tokens=answer_real.sum(-1))
+    padded = torch.zeros(answer_real.shape, dtype=token_logps.dtype, device=device)
+    token_logps = padded.masked_scatter(answer_real, token_logps)
+    return AnswerScores(logps=token_logps.sum(-1), num_tokens=lengths)
 
 
 def _token_logps(logits: Tensor, targets: Tensor) -> Tensor:
@@ -261,19 +276,23 @@ def _float_dtype(causal_lm: nn.Module) -> torch.dtype:
 
 
 def _allowed_keys(segment: Tensor, key_real: Tensor) -> Tensor:
-    """Boolean ``(B, S, S)`` attention pattern of the packed row.
+    """Boolean ``(B, S, S)`` attention pattern of the packed rows.
 
     Query ``q`` may attend to key ``k <= q`` when ``k`` is a real token of the
-    prompt or of ``q``'s own answer. Every token may attend to itself, so pad
-    queries never have an empty softmax row (which would give NaN under sdpa,
-    or -inf arithmetic under autocast); nothing attends to pads, so their
-    outputs never reach a real token.
+    prompt (segment 0) or of ``q``'s own answer (the same segment). Every token
+    may attend to itself, so pad queries never have an empty softmax row (which
+    would give NaN under sdpa, or -inf arithmetic under autocast); nothing attends
+    to pads, so their outputs never reach a real token.
+
+    Args:
+        segment: ``(B, S)`` 0 for the prompt, ``j`` for answer ``j``, -1 for padding.
+        key_real: ``(B, S)`` True for real tokens.
     """
-    positions = torch.arange(segment.shape[0], device=segment.device)
+    positions = torch.arange(segment.shape[1], device=segment.device)
     causal = positions[None, :] <= positions[:, None]
-    visible = (segment[None, :] == 0) | (segment[None, :] == segment[:, None])
-    allowed = (causal & visible)[None] & key_real[:, None, :]
-    return allowed | torch.eye(segment.shape[0], dtype=torch.bool, device=segment.device)
+    visible = (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None])
+    allowed = causal[None] & visible & key_real[:, None, :]
+    return allowed | torch.eye(segment.shape[1], dtype=torch.bool, device=segment.device)
 
 
 def _additive_4d_mask(segment: Tensor, key_real: Tensor, dtype: torch.dtype) -> Tensor:
@@ -298,7 +317,7 @@ def _flex_block_mask(segment: Tensor, key_real: Tensor):
     batch, packed_len = key_real.shape
 
     def mask_mod(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
-        visible = (segment[kv] == 0) | (segment[kv] == segment[q])
+        visible = (segment[b, kv] == 0) | (segment[b, kv] == segment[b, q])
         return ((kv <= q) & visible & key_real[b, kv]) | (q == kv)
 
     return create_block_mask(mask_mod, batch, None, packed_len, packed_len, device=key_real.device)
