@@ -1,6 +1,8 @@
 """Copy what a report needs from the finished jobs of a sweep into a folder that can be
-committed: each job's ``config.yaml``, ``results.json`` and ``logs/po/metrics.csv``
-(a few kB; no checkpoints or predictions).
+committed: each job's ``config.yaml``, ``results.json`` and ``logs/po/metrics.csv``, and
+per evaluated stage and split the rows it got right (``eval/<stage>/<split>_hits.json``,
+made from the predictions, for the report's row-level tests): a few kB a job, no
+checkpoints or predictions.
 
     python scripts/export_jobs.py multirun/negatives/lastfm-tiny experiments/collapse_curve/jobs
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+
+from recpo.report.rows import hits_path, row_outcomes, write_hits
 
 KEPT = ("config.yaml", "results.json", "logs/po/metrics.csv")
 
@@ -36,6 +40,16 @@ def export(source: Path, target: Path) -> tuple[int, int]:
                 if not out.is_file() or out.stat().st_mtime < src.stat().st_mtime:
                     out.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, out)
+        for predictions in sorted(job.glob("eval/*/*_predictions.jsonl")):
+            stage, split = (
+                predictions.parent.name,
+                predictions.name.removesuffix("_predictions.jsonl"),
+            )
+            out = hits_path(dest, stage, split)
+            if not out.is_file() or out.stat().st_mtime < predictions.stat().st_mtime:
+                outcomes = row_outcomes(job, stage, split)
+                if outcomes is not None:
+                    write_hits(outcomes, out)
         exported += 1
     return exported, unfinished
 

@@ -34,6 +34,7 @@ from recpo.report.collect import (
     sort_key,
     training_stat,
 )
+from recpo.report.rows import ROW_METRICS, compare, row_outcomes
 
 CONTEXT_TITLES = {
     "backbone": "backbone",
@@ -333,6 +334,28 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not math.isnan(value)
 
 
+def _pairs(po: list[Condition]) -> tuple[list[tuple[Condition, str]], dict]:
+    """Each preference condition against ``SFT``, and against its plain objective (by
+    name) when that was run with the same settings and seed; and the plain results by
+    (objective, pairing)."""
+    plain: dict[tuple[str, tuple[str, object]], Entry] = {}
+    for cond in po:
+        if objective_name(cond.first) in _BASES:
+            for entry in cond.entries:
+                plain[(str(objective_name(entry)), _pairing(entry))] = entry
+    pairs: list[tuple[Condition, str]] = []
+    for cond in po:
+        pairs.append((cond, "SFT"))
+        base = PAIRED_WITH.get(str(objective_name(cond.first)))
+        if base and any((base, _pairing(e)) in plain for e in cond.entries):
+            pairs.append((cond, _BASES[base]))
+    return pairs, plain
+
+
+def _plain_entry(plain: dict, entry: Entry, name: str) -> Entry | None:
+    return plain.get((next(k for k, v in _BASES.items() if v == name), _pairing(entry)))
+
+
 def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
     """Per seed, a preference result minus the SFT model it started from (same job),
     and minus the plain objective it extends (DynamicPO - DMPO, Top-K - DMPO) run with
@@ -340,25 +363,17 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
     po = [c for c in conditions if c.stage == "po"]
     if not po:
         return None, "Paired differences skipped: no finished preference job"
-    plain: dict[tuple[str, tuple[str, object]], Entry] = {}
-    for cond in po:
-        if objective_name(cond.first) in _BASES:
-            for entry in cond.entries:
-                plain[(str(objective_name(entry)), _pairing(entry))] = entry
+    pairs, plain = _pairs(po)
     rows: list[Condition] = []
     against: dict[int, str] = {}
-    for cond in po:
-        rows.append(cond)
-        against[id(rows[-1])] = "SFT"
-        base = PAIRED_WITH.get(str(objective_name(cond.first)))
-        if base and any((base, _pairing(e)) in plain for e in cond.entries):
-            rows.append(Condition(cond.entries, cond.extras))  # the same seeds, another row
-            against[id(rows[-1])] = _BASES[base]
+    for cond, name in pairs:
+        rows.append(Condition(cond.entries, cond.extras))  # one row per comparison
+        against[id(rows[-1])] = name
 
     def other(entry: Entry, name: str, metric: str) -> object:
         if name == "SFT":
             return (entry.job.results or {}).get(f"sft:{split}/{metric}")
-        base = plain.get((next(k for k, v in _BASES.items() if v == name), _pairing(entry)))
+        base = _plain_entry(plain, entry, name)
         return None if base is None else base.metrics.get(f"{split}/{metric}")
 
     def cell(cond: Condition, metric: str) -> Stat:
@@ -384,10 +399,86 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
     return table, ""
 
 
+@dataclass
+class TextTable:
+    """A table of text cells (row-level tests): ``frame`` for the CSV, ``markdown``."""
+
+    name: str
+    title: str
+    note: str
+    columns: list[str]
+    rows: list[list[str]]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def markdown(self) -> str:
+        lines = [
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "|".join("---" for _ in self.columns) + "|",
+            *("| " + " | ".join(row) + " |" for row in self.rows),
+        ]
+        return f"**{self.title}**. {self.note}\n\n" + "\n".join(lines) + "\n"
+
+
+def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable | None, str]:
+    """The comparisons of the paired table, row by row for each seed: rows won and lost
+    (right in one model and wrong in the other) and the exact McNemar p-value, from the
+    jobs' per-row predictions."""
+    po = [c for c in conditions if c.stage == "po"]
+    why = "Row-level tests skipped: "
+    if not po:
+        return None, why + "no finished preference job"
+    pairs, plain = _pairs(po)
+    context = [
+        n for n in CONTEXT if len({json.dumps(c.factors.get(n), default=str) for c in po}) > 1
+    ]
+    datasets = sorted({str(c.factors["dataset"]) for c in po})
+    columns = ["method", "minus", *(["dataset"] if len(datasets) > 1 else [])]
+    columns += [CONTEXT_TITLES[n] for n in context] + ["seed", "rows"]
+    columns += [f"{METRICS[m]} won / lost (p)" for m in ROW_METRICS]
+    rows: list[tuple[tuple, list[str]]] = []
+    for cond, name in pairs:
+        for entry in cond.entries:
+            mine = row_outcomes(entry.job.path, "po", split)
+            if name == "SFT":
+                theirs = row_outcomes(entry.job.path, "sft", split)
+            else:
+                base = _plain_entry(plain, entry, name)
+                theirs = None if base is None else row_outcomes(base.job.path, "po", split)
+            if mine is None or theirs is None:
+                continue
+            tests = [compare(mine, theirs, m) for m in ROW_METRICS]
+            if all(t is None for t in tests):
+                continue
+            counted = next(t.rows for t in tests if t is not None)
+            label = [cond.method, name]
+            label += [str(cond.factors["dataset"])] if len(datasets) > 1 else []
+            label += [show(cond.factors.get(n)) for n in context]
+            label += [show(entry.seed), str(counted)]
+            cells = ["–" if t is None else t.text() for t in tests]
+            order = (sort_key(cond), name != "SFT", _orderable(entry.seed))
+            rows.append((order, label + cells))
+    if not rows:
+        return None, why + (
+            "no job has per-row predictions (eval/<stage>/<split>_predictions.jsonl or the "
+            "exported <split>_hits.json)"
+        )
+    rows.sort(key=lambda r: r[0])
+    note = (
+        f"Dataset {datasets[0]}, {split} split. " if len(datasets) == 1 else f"{split} split. "
+    ) + (
+        "Each row: one seed of the method against the model named in `minus` on the same "
+        "rows; won = rows this method gets right and the other wrong, lost = the reverse; "
+        "p = exact two-sided McNemar test on those rows."
+    )
+    return TextTable("row_tests", "Row-level tests", note, columns, [r[1] for r in rows]), ""
+
+
 def make_tables(conditions: list[Condition], split: str) -> tuple[list[Table], list[str]]:
     """The tables the conditions support, and one line per table skipped."""
     tables, skipped = [], []
-    for build in (table2, table4, table6, table7, paired_table, training_table):
+    for build in (table2, table4, table6, table7, paired_table, row_test_table, training_table):
         table, reason = build(conditions, split)
         if table is not None:
             tables.append(table)
