@@ -78,3 +78,55 @@ def test_policy_trains_in_train_mode_and_reference_stays_in_eval(tmp_path, finet
     assert record.train and record.val
     assert all(policy == {True} and ref == {False} for policy, ref in record.train)
     assert all(modes == {False} for modes in record.val)
+
+
+class CountCheckpointing(L.Callback):
+    """Calls of the policy's first decoder layer through its gradient-checkpointing
+    function during each training batch (transformers skips it outside train mode)."""
+
+    def __init__(self) -> None:
+        self.per_batch: list[int] = []
+        self.calls = 0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        layer = pl_module.model.get_decoder().layers[0]
+        checkpoint = layer._gradient_checkpointing_func
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return checkpoint(*args, **kwargs)
+
+        layer._gradient_checkpointing_func = counted
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.calls = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.per_batch.append(self.calls)
+
+
+def test_gradient_checkpointing_is_used_in_training(tmp_path):
+    """``backbone.gradient_checkpointing`` takes effect: transformers checkpoints a layer
+    only in train mode, so a policy left in eval mode silently trained without it."""
+    cfg = compose([*OVERRIDES, "backbone.gradient_checkpointing=true"], tmp_path / "run")
+    dm = build_datamodule(cfg, "po")
+    ds = dm.load()
+    backbone = load_backbone(
+        cfg.backbone,
+        model_dir=None,
+        cache_dir=cfg.paths.cache_dir,
+        titles=list(ds.catalog.names.values()),
+        texts=dm.tokenizer_texts(),
+    )
+    dm.set_tokenizer(backbone.tokenizer)
+    backbone.model.eval()  # as from_pretrained returns it
+    module = PreferenceModule(
+        backbone.model,
+        objective=hydra.utils.instantiate(cfg.objective),
+        optimizer=hydra.utils.instantiate(cfg.po.optimizer),
+        reference="copy",
+    )
+    count = CountCheckpointing()
+    trainer = make_trainer(cfg, "po", 1, extra_callbacks=[count])
+    trainer.fit(module, datamodule=dm.for_stage(**stage_data_args(cfg, "po")))
+    assert count.per_batch and set(count.per_batch) == {1}  # one policy forward per step
