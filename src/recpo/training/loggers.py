@@ -5,10 +5,14 @@ run's own folder for a single run, see :func:`wandb_group`), ``job_type`` the st
 name read from the job's overrides, the whole config. The run stays open through the
 stage's evaluation and is closed by :func:`close_stage_loggers`, which writes the
 evaluation metrics to its summary. Only rank 0 creates runs.
+
+A stage that resumes from its checkpoint keeps the CSV rows its earlier attempt logged
+(Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any
@@ -106,6 +110,7 @@ def make_loggers(
         elif kind == "CSVLogger":
             version = stage if csv_version == "stage" else csv_version
             logger = hydra.utils.instantiate(node, version=version)
+            _keep_earlier_rows(logger)
         else:
             logger = hydra.utils.instantiate(node)
         loggers.append(logger)
@@ -118,6 +123,26 @@ def make_loggers(
     if wandb_loggers and is_rank_zero():
         _OPEN.setdefault(_key(cfg, stage), []).extend(wandb_loggers)
     return loggers
+
+
+def _keep_earlier_rows(logger: Any) -> None:
+    """Start ``logger``'s writer without losing the ``metrics.csv`` an earlier attempt
+    of the stage left in the same folder: its rows are written back, and later rows
+    are appended to them (a step logged again appears twice; readers keep the last)."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = list(reader.fieldnames or []), list(reader)
+    writer = logger.experiment  # Lightning's writer deletes the file here
+    if not header:
+        return
+    with path.open("w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=header)
+        out.writeheader()
+        out.writerows(rows)
+    writer.metrics_keys = header
 
 
 def _key(cfg: DictConfig, stage: str) -> tuple[str, str]:
