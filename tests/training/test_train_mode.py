@@ -49,11 +49,10 @@ class RecordModes(L.Callback):
         self.val.append(self.modes(pl_module.model))
 
 
-@pytest.mark.parametrize(
-    "finetune,reference", [("full", "copy"), ("lora", "precompute"), ("lora", "disable_adapter")]
-)
-def test_policy_trains_in_train_mode_and_reference_stays_in_eval(tmp_path, finetune, reference):
-    cfg = compose([*OVERRIDES, f"backbone.finetune={finetune}"], tmp_path / "run")
+def fit_po(overrides: list[str], reference: str, callback: L.Callback, tmp_path) -> None:
+    """One PO epoch of the tiny backbone whose policy starts in eval mode, as
+    ``from_pretrained`` returns it, under the pipeline's Trainer with ``callback``."""
+    cfg = compose([*OVERRIDES, *overrides], tmp_path / "run")
     dm = build_datamodule(cfg, "po")
     ds = dm.load()
     backbone = load_backbone(
@@ -64,17 +63,24 @@ def test_policy_trains_in_train_mode_and_reference_stays_in_eval(tmp_path, finet
         texts=dm.tokenizer_texts(),
     )
     dm.set_tokenizer(backbone.tokenizer)
-    backbone.model.eval()  # as from_pretrained returns it
+    backbone.model.eval()
     module = PreferenceModule(
         backbone.model,
         objective=hydra.utils.instantiate(cfg.objective),
         optimizer=hydra.utils.instantiate(cfg.po.optimizer),
         reference=reference,
     )
-    record = RecordModes()
-    trainer = make_trainer(cfg, "po", 1, extra_callbacks=[record])
+    trainer = make_trainer(cfg, "po", 1, extra_callbacks=[callback])
     torch.manual_seed(0)
     trainer.fit(module, datamodule=dm.for_stage(**stage_data_args(cfg, "po")))
+
+
+@pytest.mark.parametrize(
+    "finetune,reference", [("full", "copy"), ("lora", "precompute"), ("lora", "disable_adapter")]
+)
+def test_policy_trains_in_train_mode_and_reference_stays_in_eval(tmp_path, finetune, reference):
+    record = RecordModes()
+    fit_po([f"backbone.finetune={finetune}"], reference, record, tmp_path)
     assert record.train and record.val
     assert all(policy == {True} and ref == {False} for policy, ref in record.train)
     assert all(modes == {False} for modes in record.val)
@@ -108,25 +114,6 @@ class CountCheckpointing(L.Callback):
 def test_gradient_checkpointing_is_used_in_training(tmp_path):
     """``backbone.gradient_checkpointing`` takes effect: transformers checkpoints a layer
     only in train mode, so a policy left in eval mode silently trained without it."""
-    cfg = compose([*OVERRIDES, "backbone.gradient_checkpointing=true"], tmp_path / "run")
-    dm = build_datamodule(cfg, "po")
-    ds = dm.load()
-    backbone = load_backbone(
-        cfg.backbone,
-        model_dir=None,
-        cache_dir=cfg.paths.cache_dir,
-        titles=list(ds.catalog.names.values()),
-        texts=dm.tokenizer_texts(),
-    )
-    dm.set_tokenizer(backbone.tokenizer)
-    backbone.model.eval()  # as from_pretrained returns it
-    module = PreferenceModule(
-        backbone.model,
-        objective=hydra.utils.instantiate(cfg.objective),
-        optimizer=hydra.utils.instantiate(cfg.po.optimizer),
-        reference="copy",
-    )
     count = CountCheckpointing()
-    trainer = make_trainer(cfg, "po", 1, extra_callbacks=[count])
-    trainer.fit(module, datamodule=dm.for_stage(**stage_data_args(cfg, "po")))
+    fit_po(["backbone.gradient_checkpointing=true"], "copy", count, tmp_path)
     assert count.per_batch and set(count.per_batch) == {1}  # one policy forward per step
