@@ -72,8 +72,9 @@ class LLMStage(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # ``from_pretrained`` returns the policy in eval mode and Lightning keeps each
-        # submodule's mode: the policy trains in train mode (dropout, LoRA dropout);
-        # validation switches it to eval and back.
+        # submodule's mode: the policy trains in train mode (dropout, LoRA dropout,
+        # gradient checkpointing); validation switches it to eval and back. A frozen
+        # reference copy keeps the eval mode it was built in.
         self.model.train()
 
     def on_train_epoch_start(self) -> None:

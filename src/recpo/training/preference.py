@@ -83,11 +83,6 @@ class PreferenceModule(LLMStage):
         )
         self.set_reference_table(table)
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        if self.ref_model is not None:
-            self.ref_model.eval()  # the frozen reference scores without dropout
-
     def _reference_context(self) -> AbstractContextManager:
         return (
             self.model.disable_adapter() if self.reference == "disable_adapter" else nullcontext()
