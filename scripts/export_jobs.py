@@ -22,6 +22,11 @@ from recpo.report.rows import hits_path, row_outcomes, write_hits
 KEPT = ("config.yaml", "results.json", "logs/po/metrics.csv")
 
 
+def _stale(out: Path, src: Path) -> bool:
+    """``out`` is missing or older than the file it is made from."""
+    return not out.is_file() or out.stat().st_mtime < src.stat().st_mtime
+
+
 def export(source: Path, target: Path) -> tuple[int, int]:
     """Export every finished job under ``source``; returns (exported, unfinished)."""
     exported = unfinished = 0
@@ -37,7 +42,7 @@ def export(source: Path, target: Path) -> tuple[int, int]:
             src = job / name
             if src.is_file():
                 out = dest / name
-                if not out.is_file() or out.stat().st_mtime < src.stat().st_mtime:
+                if _stale(out, src):
                     out.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, out)
         for predictions in sorted(job.glob("eval/*/*_predictions.jsonl")):
@@ -46,7 +51,7 @@ def export(source: Path, target: Path) -> tuple[int, int]:
                 predictions.name.removesuffix("_predictions.jsonl"),
             )
             out = hits_path(dest, stage, split)
-            if not out.is_file() or out.stat().st_mtime < predictions.stat().st_mtime:
+            if _stale(out, predictions):
                 outcomes = row_outcomes(job, stage, split)
                 if outcomes is not None:
                     write_hits(outcomes, out)

@@ -23,7 +23,8 @@ import numpy as np
 
 from recpo.report.collect import ReportError
 
-# Metric -> how a prediction record says the row was right.
+# The metrics a prediction record says a row got right: ranking (``ranked_top`` equals
+# the target) and generation (``hit``).
 ROW_METRICS = ("hr@1", "gen_hr@1")
 
 

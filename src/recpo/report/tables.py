@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -34,7 +35,7 @@ from recpo.report.collect import (
     sort_key,
     training_stat,
 )
-from recpo.report.rows import ROW_METRICS, compare, row_outcomes
+from recpo.report.rows import ROW_METRICS, RowOutcomes, compare, row_outcomes
 
 CONTEXT_TITLES = {
     "backbone": "backbone",
@@ -437,15 +438,24 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
     columns = ["method", "minus", *(["dataset"] if len(datasets) > 1 else [])]
     columns += [CONTEXT_TITLES[n] for n in context] + ["seed", "rows"]
     columns += [f"{METRICS[m]} won / lost (p)" for m in ROW_METRICS]
+    read: dict[tuple[Path, str], RowOutcomes | None] = {}
+
+    def outcomes(job: Path, stage: str) -> RowOutcomes | None:
+        # A job is compared with its SFT model and with its plain objective, and a
+        # plain job with every method paired with it: each file is read once.
+        if (job, stage) not in read:
+            read[(job, stage)] = row_outcomes(job, stage, split)
+        return read[(job, stage)]
+
     rows: list[tuple[tuple, list[str]]] = []
     for cond, name in pairs:
         for entry in cond.entries:
-            mine = row_outcomes(entry.job.path, "po", split)
+            mine = outcomes(entry.job.path, "po")
             if name == "SFT":
-                theirs = row_outcomes(entry.job.path, "sft", split)
+                theirs = outcomes(entry.job.path, "sft")
             else:
                 base = _plain_entry(plain, entry, name)
-                theirs = None if base is None else row_outcomes(base.job.path, "po", split)
+                theirs = None if base is None else outcomes(base.job.path, "po")
             if mine is None or theirs is None:
                 continue
             tests = [compare(mine, theirs, m) for m in ROW_METRICS]
