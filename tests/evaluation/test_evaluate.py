@@ -23,6 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from recpo.data.datamodule import Collator, PromptedExample
 from recpo.evaluation.evaluate import evaluate_split
+from recpo.models.scoring import cache_argument
 from recpo.models.tiny import build_title_tokenizer, to_hf_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "evaluate_split.json"
@@ -85,6 +86,9 @@ class ScriptedLlama(LlamaForCausalLM):
         self.calls: list[dict] = []
 
     def generate(self, input_ids, attention_mask, **kwargs):  # noqa: D102
+        cache = kwargs.pop(cache_argument(self), None)
+        if cache is not None:  # the ranking's prompt keys and values, but the last token's
+            assert cache.get_seq_length() == input_ids.shape[1] - 1
         self.calls.append({"batch": list(input_ids.shape), **kwargs})
         assert torch.equal(attention_mask.bool(), input_ids != kwargs["pad_token_id"])
         answers = []

@@ -7,6 +7,10 @@
   matcher, plus the same under the other matcher and the number of rows whose
   candidates contain nested titles.
 
+With both protocols and shared scoring, generation decodes from the keys and values
+the ranking forward stored for the prompt (:func:`prompt_cache_for`), so each prompt
+runs through the model once per batch.
+
 Each protocol is one function over a batch (:func:`rank_batch`,
 :func:`generate_batch`) returning summed metrics and one record per row;
 :func:`evaluate_split` runs the chosen ones over a split, averages the sums over
@@ -26,7 +30,12 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from recpo.evaluation.metrics import has_nested_titles, judge_generation, ranking_metrics
-from recpo.models.scoring import score_answers
+from recpo.models.scoring import (
+    cache_argument,
+    left_align,
+    score_answers,
+    score_answers_shared,
+)
 
 MATCHERS = ("substring", "strict")
 
@@ -50,23 +59,46 @@ def _merge(sums: Sums, rows: list[dict], result: tuple[Sums, list[dict]]) -> Non
         row.update(extra)
 
 
+def prompt_cache_for(model: Any, protocols: tuple[str, ...], scoring: str) -> Any:
+    """An empty ``DynamicCache`` when one batch's ranking can hand its prompt keys and
+    values to generation (both protocols, shared scoring, a decoder with ``eager`` or
+    ``sdpa`` attention); ``None`` otherwise (each protocol runs the prompt itself)."""
+    if not {"ranking", "generation"} <= set(protocols) or scoring != "shared":
+        return None
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return None
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
 @torch.no_grad()
-def rank_batch(model: Any, batch: dict, scoring: str = "shared") -> tuple[Sums, list[dict]]:
+def rank_batch(
+    model: Any, batch: dict, scoring: str = "shared", prompt_cache: Any = None
+) -> tuple[Sums, list[dict]]:
     """Ranking protocol on one batch.
+
+    ``prompt_cache`` (shared scoring only), an empty ``DynamicCache`` from
+    :func:`prompt_cache_for`, is filled with the prompt's keys and values for
+    :func:`generate_batch`.
 
     Returns:
         ``hr@k`` / ``ndcg@k`` summed over the rows, and per row ``{"ranked_top": title}``
         (the highest-scoring candidate).
     """
     device = _device_of(model)
-    scores = score_answers(
+    inputs = (
         model,
         batch["prompt_ids"].to(device),
         batch["prompt_mask"].to(device),
         batch["answer_ids"].to(device),
         batch["answer_mask"].to(device),
-        method=scoring,
-    ).logps
+    )
+    if prompt_cache is None:
+        scores = score_answers(*inputs, method=scoring).logps
+    else:
+        scores = score_answers_shared(*inputs, prompt_cache=prompt_cache).logps
     per_row = ranking_metrics(scores.float(), batch["target_index"].to(device))
     sums = {key: float(value.sum()) for key, value in per_row.items()}
     best = scores.argmax(dim=1).tolist()
@@ -80,8 +112,13 @@ def generate_batch(
     batch: dict,
     max_new_tokens: int = 20,
     matcher: str = "substring",
+    prompt_cache: Any = None,
 ) -> tuple[Sums, list[dict]]:
     """Generation protocol on one batch: greedy answers judged under both matchers.
+
+    ``prompt_cache``, filled by :func:`rank_batch` on the same batch, holds the
+    prompt's keys and values: decoding then starts from it (the prompt, left-aligned,
+    is not run again).
 
     Returns:
         Summed ``gen_hr@1`` and ``valid_ratio`` under ``matcher`` and, suffixed with its
@@ -90,10 +127,15 @@ def generate_batch(
         judgement under ``matcher``.
     """
     device = _device_of(model)
-    prompt_ids = batch["prompt_ids"].to(device)
+    prompt_ids, prompt_mask = batch["prompt_ids"].to(device), batch["prompt_mask"].to(device)
+    cached = {}
+    if prompt_cache is not None:
+        prompt_ids, prompt_mask = left_align(prompt_ids, prompt_mask)
+        cached[cache_argument(model)] = prompt_cache
     generated = model.generate(
         input_ids=prompt_ids,
-        attention_mask=batch["prompt_mask"].to(device),
+        attention_mask=prompt_mask,
+        **cached,
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
@@ -232,10 +274,13 @@ def evaluate_split(
                 progress.start()
             batch_sums: Sums = {}
             batch_records = [{"row": r, "target": t} for r, t in zip(rows, batch["targets"])]
+            cache = prompt_cache_for(model, protocols, scoring)
             if "ranking" in protocols:
-                _merge(batch_sums, batch_records, rank_batch(model, batch, scoring))
+                _merge(batch_sums, batch_records, rank_batch(model, batch, scoring, cache))
             if "generation" in protocols:
-                generation = generate_batch(model, tokenizer, batch, max_new_tokens, matcher)
+                generation = generate_batch(
+                    model, tokenizer, batch, max_new_tokens, matcher, prompt_cache=cache
+                )
                 _merge(batch_sums, batch_records, generation)
             progress.add(rows, batch_sums, batch_records)
             _merge(sums, [], (batch_sums, []))

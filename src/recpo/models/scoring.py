@@ -16,9 +16,10 @@ evaluation score one prompt against 1 + K answers. Two equivalent ways:
 Both return an :class:`AnswerScores` with the same values up to float rounding.
 """
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -147,6 +148,7 @@ def score_answers_shared(
     prompt_mask: Tensor,
     answer_ids: Tensor,
     answer_mask: Tensor,
+    prompt_cache: Any = None,
 ) -> AnswerScores:
     """Fast scoring: the prompt once, then all answers, in one packed row.
 
@@ -158,6 +160,13 @@ def score_answers_shared(
     ``sdpa`` attention the row gets a float additive ``(B, 1, S, S)`` mask; with
     ``flex_attention`` (CUDA) a FlexAttention ``BlockMask``. FlashAttention-2 cannot
     take such masks: use ``concat`` there. Shapes as in :func:`score_answers`.
+
+    ``prompt_cache``, an empty transformers ``DynamicCache``, receives the packed
+    forward's keys and values, cut back to the first ``P - 1`` columns: the
+    left-aligned prompt (:func:`left_align`) but its last token, as ``generate``
+    expects a cache of the prompt it continues, so greedy decoding can follow the
+    scoring without running the prompt again (needs a decoder that writes the
+    cache, ``eager`` or ``sdpa``).
     """
     causal_lm = _unwrap_causal_lm(model)
     decoder = causal_lm.get_decoder()
@@ -219,8 +228,13 @@ def score_answers_shared(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        use_cache=False,
+        use_cache=prompt_cache is not None,
+        **{cache_argument(decoder): prompt_cache},
     ).last_hidden_state  # (B, S, H)
+    if prompt_cache is not None:
+        # Keys and values of a prompt column depend on the prompt only (it sees no
+        # answer), so they are the ones a prompt-only forward would store.
+        prompt_cache.crop(-(packed_len - prompt_len + 1))
 
     # Hidden state that predicts a token: the previous token of its answer, or the
     # last prompt token (column P-1 after left alignment) for an answer's first.
@@ -235,6 +249,14 @@ def score_answers_shared(
     padded = torch.zeros(answer_real.shape, dtype=token_logps.dtype, device=device)
     token_logps = padded.masked_scatter(answer_real, token_logps)
     return AnswerScores(logps=token_logps.sum(-1), num_tokens=lengths)
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The name a transformers model (or a peft model's base) takes a key/value cache
+    under, in ``forward`` and ``generate``: ``cache`` in transformers 5.2x,
+    ``past_key_values`` before (and as a deprecated alias)."""
+    forward = _unwrap_causal_lm(model).forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def _token_logps(logits: Tensor, targets: Tensor) -> Tensor:
