@@ -112,14 +112,15 @@ def metrics_csv(objective: str, seed: int, k_select: int | None) -> str:
     """Lightning CSV layout: a learning-rate row and a training row per step, a val row."""
     cols = ["epoch", "lr-AdamW", "step", "train/boundary/critical_share"]
     cols += ["train/boundary/discriminative_share", "train/rewards/win_rate"]
-    cols += ["train/select/count", "val/hr@1"]
+    cols += ["train/select/count", "train/beta/mean", "val/hr@1"]
     lines = [",".join(cols)]
     for step in range(10):
         crit = 0.1 + 0.01 * step if objective == "dmpo" else 0.1 - 0.005 * step
         count = "" if k_select is None else str(k_select if objective == "topk" else 3 + step % 2)
-        lines.append(f",0.0001,{step},,,,,")
-        lines.append(f"0,,{step},{crit},{1 - crit},{step / 10 + 0.01 * seed},{count},")
-    lines.append("0,,9,,,,,0.5")
+        beta = "" if objective == "dmpo" else str(0.5 + 0.1 * (step % 2) + 0.01 * seed)
+        lines.append(f",0.0001,{step},,,,,,")
+        lines.append(f"0,,{step},{crit},{1 - crit},{step / 10 + 0.01 * seed},{count},{beta},")
+    lines.append("0,,9,,,,,,0.5")
     return "\n".join(lines) + "\n"
 
 

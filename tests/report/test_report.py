@@ -445,7 +445,8 @@ def test_module_entry_point_exit_code(tmp_path):
 def test_training_summary_cells(report):
     """Selected negatives 3 + step mod 2 → 3.5 (DynamicPO), k (Top-K); win rate in the
     last 20% (steps 8, 9) .85 + .01 seed → .86 ± .01 over seeds 0-2; DynamicPO's critical
-    share .1 − .005 step: .095 over steps 0-2, .06 over steps 7-9."""
+    share .1 − .005 step: .095 over steps 0-2, .06 over steps 7-9; mean β .5 + .1 (step
+    mod 2) + .01 seed → .56 ± .01 (DMPO logs none)."""
     frame = pd.read_csv(report.out / "training.csv", dtype={"K": str})
     dyn = row(frame, method="DynamicPO", K="3")
     assert dyn["lastfm/train/selected/mean"] == pytest.approx(3.5)
@@ -454,9 +455,12 @@ def test_training_summary_cells(report):
     assert dyn["lastfm/train/win_rate_last/n"] == 3
     assert dyn["lastfm/train/critical_first/mean"] == pytest.approx(0.095)
     assert dyn["lastfm/train/critical_last/mean"] == pytest.approx(0.06)
+    assert dyn["lastfm/train/beta/mean"] == pytest.approx(0.56)
+    assert dyn["lastfm/train/beta/std"] == pytest.approx(0.01)
     dmpo = row(frame, method="DMPO", K="3")
     assert math.isnan(dmpo["lastfm/train/selected/mean"]) and dmpo["lastfm/train/selected/n"] == 0
     assert dmpo["lastfm/train/critical_last/mean"] == pytest.approx(0.18)
+    assert dmpo["lastfm/train/beta/n"] == 0
     assert row(frame, method="Top-K (k=2)")["lastfm/train/selected/mean"] == pytest.approx(2.0)
     # DMPO and DynamicPO at K = 3, 15, two ablations, two Top-K; the α × γ jobs have no
     # training log, so no row.

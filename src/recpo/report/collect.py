@@ -120,6 +120,7 @@ WIN_RATE = "train/rewards/win_rate"
 CRITICAL = "train/boundary/critical_share"
 DISCRIMINATIVE = "train/boundary/discriminative_share"
 SELECT_COUNT = "train/select/count"
+BETA = "train/beta/mean"
 
 METRICS = {
     "gen_hr@1": "HitRatio@1",
@@ -633,6 +634,7 @@ TRAINING = {
     "win_rate_last": ("win rate, last 20%", WIN_RATE, 5, 4),
     "critical_first": ("critical share, first third", CRITICAL, 3, 0),
     "critical_last": ("critical share, last third", CRITICAL, 3, 2),
+    "beta": ("mean β", BETA, 1, 0),
 }
 
 

@@ -294,7 +294,9 @@ def table7(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
 def training_table(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
     """Numbers behind the training figures: negatives selected per example, reward win
     rate in the last 20% of training, boundary-critical share in the first and last
-    third (each a per-seed mean of the logged steps, then mean ± std over seeds)."""
+    third, and the mean β over the selected negatives, logged by the objectives that
+    set β per negative (each a per-seed mean of the logged steps, then mean ± std over
+    seeds)."""
     logged = [
         c
         for c in conditions
