@@ -229,7 +229,7 @@ def score_answers_shared(
         attention_mask=attention_mask,
         position_ids=position_ids,
         use_cache=prompt_cache is not None,
-        **{cache_argument(decoder): prompt_cache},
+        **({} if prompt_cache is None else {cache_argument(decoder): prompt_cache}),
     ).last_hidden_state  # (B, S, H)
     if prompt_cache is not None:
         # Keys and values of a prompt column depend on the prompt only (it sees no
