@@ -197,6 +197,7 @@ def test_expected_figures_are_valid_pngs(report):
     names = {f.name for f in report.figures}
     assert names == {
         "collapse_curve.png",  # steam has one K: no curve there
+        "collapse_curve_paired.png",
         "win_rate__lastfm.png",
         "win_rate__steam.png",
         "boundary_shares__lastfm.png",
@@ -507,9 +508,32 @@ def test_collapse_curve_notes_unequal_seeds_along_a_line(small, tmp_path):
     assert "Unequal seeds" not in (equal.out / "report.md").read_text()
     shutil.rmtree(small / "negatives" / "lastfm-tiny" / job_name(k=15, seed=1))
     report = build_report(small, tmp_path / "unequal")
-    (curve,) = [f for f in report.figures if f.kind == "collapse_curve"]
-    assert curve.note == (
-        "Unequal seeds along a line, so its points average different seeds: "
-        "DMPO (K=3: 0, 1; K=15: 0)"
+    curves = [f for f in report.figures if f.kind == "collapse_curve"]
+    assert [f.name for f in curves] == ["collapse_curve.png", "collapse_curve_paired.png"]
+    for curve in curves:  # the paired curve averages the same seeds
+        assert curve.note == (
+            "Unequal seeds along a line, so its points average different seeds: "
+            "DMPO (K=3: 0, 1; K=15: 0)"
+        )
+    assert f"**Note.** {curves[0].note}" in (report.out / "report.md").read_text()
+
+
+def test_paired_collapse_points_subtract_each_jobs_own_sft(sweeps):
+    """DMPO at K = 3 on lastfm: HitRatio@1 .50/.60/.70 against SFT .30/.34/.32 of the same
+    seeds → differences .20/.26/.38: mean .28, sample std .0917; rank HR@1 adds .1 to
+    both sides, so the same differences."""
+    from recpo.report.figures import paired_stat
+
+    cond = next(
+        c
+        for c in collect(sweeps).conditions
+        if c.stage == "po"
+        and c.method == "DMPO"
+        and c.factors["dataset"] == "lastfm"
+        and c.factors["num_negatives"] == 3
     )
-    assert f"**Note.** {curve.note}" in (report.out / "report.md").read_text()
+    for metric in ("gen_hr@1", "hr@1"):
+        stat = paired_stat(cond, "test", metric)
+        assert stat.n == 3
+        assert stat.mean == pytest.approx(0.28)
+        assert stat.std == pytest.approx(math.sqrt((0.08**2 + 0.02**2 + 0.10**2) / 2))

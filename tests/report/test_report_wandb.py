@@ -72,8 +72,9 @@ def test_wandb_offline_report_run(small, tmp_path, offline, capsys):
     assert dmpo3[columns.index("lastfm/test/gen_hr@1/mean")] == pytest.approx(0.55)
     assert dmpo3[columns.index("lastfm/test/gen_hr@1/n")] == 2
     assert list((media / "table" / "tables").glob("runs_*.table.json"))
-    (image,) = list((media / "images" / "figures").glob("collapse_curve_*.png"))
-    assert image.read_bytes()[:8] == PNG_MAGIC
+    images = list((media / "images" / "figures").glob("collapse_curve_*.png"))
+    assert len(images) == 2  # the curve and its paired version
+    assert all(image.read_bytes()[:8] == PNG_MAGIC for image in images)
 
     (log,) = list(run.glob("run-*.wandb"))
     records = list(wandb_records(log))
@@ -90,6 +91,7 @@ def test_wandb_offline_report_run(small, tmp_path, offline, capsys):
         for item in r.history.item
     }
     assert {"tables/table2", "tables/runs", "figures/collapse_curve"} <= logged
+    assert "figures/collapse_curve_paired" in logged
 
 
 def test_report_run_is_its_own_when_another_run_is_open(small, tmp_path, offline):

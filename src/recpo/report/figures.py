@@ -183,15 +183,30 @@ def _yerr(stats: list[Stat]) -> np.ndarray:
     return np.array([0.0 if math.isnan(s.std) else s.std for s in stats])
 
 
+def paired_stat(cond: Condition, split: str, metric: str) -> Stat:
+    """The condition's result minus the SFT result of the same job (the model it
+    started from), seed by seed, then mean ± std over the seeds."""
+    values = []
+    for entry in cond.entries:
+        mine = entry.metrics.get(f"{split}/{metric}")
+        sft = (entry.job.results or {}).get(f"sft:{split}/{metric}")
+        if mine is not None and sft is not None:
+            values.append(float(mine) - float(sft))
+    return Stat.of(values)
+
+
 def collapse_curve(
     conds: list[Condition],
     sft: list[Condition],
     split: str,
     path: Path,
     colors: dict[str, str] | None = None,
+    paired: bool = False,
 ) -> None:
     """HitRatio@1 and rank HR@1 against K, one line per method run at two or more K;
-    SFT as a dashed line."""
+    SFT as a dashed line. With ``paired``, each point is the method minus its own SFT
+    model (:func:`paired_stat`), so the SFT models' seed spread leaves the error bars,
+    and SFT is the zero line."""
     check_one_panel(conds + sft, "the collapse curve")
     conds = curve_members(conds)
     fig = Figure(figsize=(12, 4.2), layout="constrained")
@@ -206,7 +221,10 @@ def collapse_curve(
             # Lines that coincide stay visible: each is shifted a little along K.
             dodge = (i - (len(series) - 1) / 2) * step
             x = [c.factors["num_negatives"] + dodge for c in members]
-            stats = [c.stat(split, metric) for c in members]
+            if paired:
+                stats = [paired_stat(c, split, metric) for c in members]
+            else:
+                stats = [c.stat(split, metric) for c in members]
             ax.errorbar(
                 x,
                 [s.mean for s in stats],
@@ -216,17 +234,20 @@ def collapse_curve(
                 color=_color(colors, label, i),
                 label=label,
             )
-        for j, cond in enumerate(sft):
+        if paired:
+            ax.axhline(0.0, color="0.4", ls="--", lw=1, label="SFT (each job's own)")
+        for j, cond in enumerate([] if paired else sft):
             stat = cond.stat(split, metric)
             if stat.n:
                 extra = "" if len(sft) == 1 else f" {j + 1}"
                 ax.axhline(stat.mean, color="0.4", ls="--", lw=1, label=f"SFT{extra} (n={stat.n})")
         ax.set_xticks(ks)
         ax.set_xlabel("negatives per example (K)")
-        ax.set_ylabel(f"{split} {METRICS[metric]}")
+        ax.set_ylabel(f"{split} {METRICS[metric]}" + (" − SFT" if paired else ""))
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(f"Collapse curve · {_panel_title(conds[0], split)}", fontsize=10)
+    kind = "Collapse curve, minus each job's SFT model" if paired else "Collapse curve"
+    fig.suptitle(f"{kind} · {_panel_title(conds[0], split)}", fontsize=10)
     _save(fig, path)
 
 
@@ -458,16 +479,20 @@ def make_figures(
             if [c.factors.get(n) for n in ("dataset", "backbone", "tokenizer", "candidates")]
             == basics
         ]
-        name = f"collapse_curve{suffix[key]}.png"
-        collapse_curve(conds, ref, split, out / name, colors)
-        files.append(
-            FigureFile(
-                name,
-                f"Collapse curve: {_panel_title(conds[0], split)}",
-                "collapse_curve",
-                note=unequal_seeds(conds),
+        for paired, stem, title in (
+            (False, "collapse_curve", "Collapse curve"),
+            (True, "collapse_curve_paired", "Collapse curve, minus each job's SFT model"),
+        ):
+            name = f"{stem}{suffix[key]}.png"
+            collapse_curve(conds, ref, split, out / name, colors, paired=paired)
+            files.append(
+                FigureFile(
+                    name,
+                    f"{title}: {_panel_title(conds[0], split)}",
+                    "collapse_curve",
+                    note=unequal_seeds(conds),
+                )
             )
-        )
 
     # Training curves: panels as above, one subplot per K.
     for column, kind, title, draw, why in (
