@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache
 
 import recpo.evaluation.evaluate as evaluate
 from recpo.data.datamodule import Collator
@@ -109,31 +109,12 @@ def test_decoding_from_the_cache_through_lora():
     assert not torch.equal(base, _generate(model, ids, mask))  # the adapter matters
 
 
-def _tiny_llm(tok) -> LlamaForCausalLM:
-    """A random 2-layer Llama over the title tokenizer's vocabulary."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        attn_implementation="sdpa",
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
 def test_evaluate_split_runs_each_prompt_once_with_the_same_results(tmp_path, monkeypatch):
     tok = _tokenizer()
     collator = Collator(tok)
     examples = _examples()
     batches = [collator(examples[i : i + BATCH]) for i in range(0, len(examples), BATCH)]
-    model = _tiny_llm(tok)
+    model = tiny_causal_lm("llama", "sdpa", vocab_size=len(tok)).eval()
     embedded: list[int] = []
     model.get_input_embeddings().register_forward_hook(
         lambda module, args, out: embedded.append(args[0].numel())

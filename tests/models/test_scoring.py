@@ -22,11 +22,13 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_causal_lm(arch: str, attn: str, hidden_size: int = 32, seed: int = 0) -> nn.Module:
+def tiny_causal_lm(
+    arch: str, attn: str, hidden_size: int = 32, seed: int = 0, vocab_size: int = VOCAB
+) -> nn.Module:
     """2-layer random model with 4 query and 2 key/value heads, in float32."""
     torch.manual_seed(seed)
     common = dict(
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
