@@ -319,6 +319,26 @@ def test_duplicate_job_is_left_out_and_named(small, tmp_path):
     assert "copies/k=3,seed=0" in text and "negatives/lastfm-tiny/k=3,seed=0" in text
 
 
+def test_zero_shot_job_is_its_own_row_before_sft(small, tmp_path):
+    """An SFT-only job that made no training step (``trainer.max_steps=0``) is reported as
+    zero-shot, not as a second seed or setting of SFT."""
+    config = job_config("lastfm", "dmpo", 3, 0)
+    config.update(stages=["sft"], trainer={"max_steps": 0})
+    res = {k: v for k, v in results(0.5, 0, 0.07).items() if k.startswith("sft:")}
+    write_job(small / "zeroshot", config, res, None)
+    report = build_report(small, tmp_path / "out")
+    t2 = pd.read_csv(report.out / "table2.csv")
+    assert list(t2["method"])[:2] == ["zero-shot", "SFT"]
+    assert_cell(row(t2, method="zero-shot"), "lastfm", "gen_hr@1", 0.07, math.nan, 1)
+    assert_cell(row(t2, method="SFT"), "lastfm", "gen_hr@1", 0.32, 0.0282843, 2)
+    for key, value in (("sft.max_epochs", 0), ("sft.max_train_examples", 0)):
+        trained = job_config("lastfm", "dmpo", 3, 0)
+        section, name = key.split(".")
+        trained[section][name] = value
+        job = Job(tmp_path / key, OmegaConf.create(trained), results(0.5, 0, 0.3))
+        assert [e.method for e in job_entries(job)] == ["zero-shot", "DMPO"]
+
+
 def test_cli_writes_report_and_names_unfinished(small, tmp_path, capsys):
     assert main([str(small), "--out", str(tmp_path / "cli")]) == 0
     out = capsys.readouterr().out

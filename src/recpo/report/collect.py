@@ -347,6 +347,13 @@ def _stage_metrics(results: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+def untrained(cfg: DictConfig) -> bool:
+    """The SFT stage made no training step (``trainer.max_steps=0``, ``sft.max_epochs=0``
+    or ``sft.max_train_examples=0``): its results are the pretrained backbone's."""
+    zero = ("trainer.max_steps", "sft.max_epochs", "sft.max_train_examples")
+    return any(select(cfg, path) == 0 for path in zero)
+
+
 def job_entries(job: Job) -> list[Entry]:
     """The results a finished job holds, each with the settings it depends on."""
     cfg, src = job.config, job.path / "config.yaml"
@@ -382,7 +389,8 @@ def job_entries(job: Job) -> list[Entry]:
         }
         sft_factors = {**factors, "stages": None}
         metrics = _stage_metrics(job.results, "sft:")
-        entries.append(Entry(job, "sft", "SFT", sft_factors, sft_settings, metrics))
+        label = "zero-shot" if untrained(cfg) else "SFT"
+        entries.append(Entry(job, "sft", label, sft_factors, sft_settings, metrics))
     if "po" in stages:
         po_factors = dict(factors)
         for name in _PO_FACTORS:
@@ -567,7 +575,7 @@ def method_rank(cond: Condition) -> tuple:
     if entry.stage == "baseline":
         return (0, entry.method)
     if entry.stage == "sft":
-        return (1, "")
+        return (1, entry.method != "zero-shot")
     name = objective_name(entry)
     f = entry.factors
     if name in _BASES:
