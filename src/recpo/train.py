@@ -8,6 +8,7 @@ re-run sweep (with fixed job folders, see ``conf/sweep``) train only what is mis
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -49,6 +50,27 @@ def check_same_job(cfg: DictConfig, saved: Path) -> None:
             f"{saved.parent} holds a finished job with different settings; "
             "use a new output folder (hydra.run.dir / hydra.sweep.dir) instead of overwriting it"
         )
+
+
+# The most bytes a file name may hold (ext4, XFS, APFS, NTFS).
+MAX_NAME_BYTES = 255
+
+
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name (``conf/sweep/_base.yaml``): its overrides as Hydra joins
+    them (``override_dirname``) when they fit in a file name, otherwise their first 200
+    bytes up to the last comma and ``hash-`` with 16 hex digits of the SHA-256 of the
+    whole. The same overrides always give the same name, so a re-run still skips
+    finished jobs and resumes interrupted ones."""
+    raw = overrides.encode()
+    if len(raw) <= MAX_NAME_BYTES:
+        return overrides
+    head = raw[:200].decode(errors="ignore")
+    head = head[: head.rfind(",")] if "," in head else head
+    return f"{head},hash-{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+OmegaConf.register_new_resolver("recpo.job_dirname", job_dirname, replace=True)
 
 
 class ConfigError(ValueError):

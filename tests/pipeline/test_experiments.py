@@ -19,6 +19,9 @@ LLM_EXPERIMENTS = sorted(
 )
 DATASETS = ("lastfm", "steam", "goodreads")
 SMALL_SYNTHETIC = "data.source.synthetic.num_users=40"
+# Experiments that name a pretrained backbone run here on the tiny one (the pretrained
+# weights are tested in tests/models/test_smollm2*.py).
+PRETRAINED = {"lastfm_smollm2_study"}
 
 
 def _shrink(cfg) -> None:
@@ -49,6 +52,7 @@ def test_experiment_composes_and_runs(experiment, tmp_path):
             f"+experiment={experiment}",
             "data=synthetic",
             SMALL_SYNTHETIC,
+            *(["backbone=tiny"] if experiment in PRETRAINED else []),
             "trainer.fast_dev_run=true",
             "eval.max_examples=4",
             "eval.max_new_tokens=3",

@@ -168,15 +168,27 @@ def test_the_rows_are_part_of_both_keys(tmp_path):
 
 def test_experiments_of_a_dataset_share_one_sft_model(tmp_path):
     """Every `+experiment=lastfm_<objective>` and the studies' `lastfm_study` train
-    the SFT of `lastfm_sft` (the other datasets' experiments are built the same way)."""
+    the SFT of `lastfm_sft` (the other datasets' experiments are built the same way);
+    the SmolLM2 study reuses the SFT of experiments/lastfm_smollm2's command."""
     names = sorted(
         p.stem
         for p in (CONF / "experiment").glob("lastfm_*.yaml")
-        if "/task: baseline" not in p.read_text()
+        if "/task: baseline" not in p.read_text() and "smollm2" not in p.stem
     )
     assert len(names) == 9, names  # sft, 7 objectives, the studies' settings
     found = {sft_key(compose([f"+experiment={n}"], tmp_path), ROWS) for n in names}
     assert len(found) == 1, names
+    smollm2_sft = [
+        "+experiment=lastfm_sft",
+        "backbone=smollm2_135m",
+        "sft.batch_size=4",
+        "sft.max_epochs=1",
+        "sft.max_train_examples=1000",
+        "trainer.limit_val_batches=2",
+    ]
+    study = compose(["+experiment=lastfm_smollm2_study", "seed=0"], tmp_path)
+    assert sft_key(study, ROWS) == sft_key(compose(smollm2_sft, tmp_path), ROWS)
+    assert sft_key(study, ROWS) not in found
 
 
 def test_trainer_limits_are_present_with_defaults(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from recpo.train import train
+from recpo.train import MAX_NAME_BYTES, job_dirname, train
 from tests.conftest import CONF, REPO, compose, run_train
 
 SMALL = [
@@ -88,6 +88,32 @@ def test_finished_job_is_skipped_and_settings_are_checked(tmp_path):
         cfg.sft.max_epochs = 2
     with pytest.raises(RuntimeError, match="different settings"):
         train(cfg)
+
+
+def test_long_overrides_give_a_short_stable_job_folder():
+    short = "+experiment=lastfm_study,objective=dmpo,seed=0"
+    assert job_dirname(short) == short
+    long = ",".join(f"sft.setting_{i}=ü{i}" for i in range(40))  # 2-byte characters too
+    name = job_dirname(long)
+    assert len(name.encode()) <= MAX_NAME_BYTES
+    assert name == job_dirname(long)  # the same overrides, the same folder
+    assert name.startswith("sft.setting_0=ü0,") and name.split(",")[-1].startswith("hash-")
+    # Overrides that differ only past the kept head still get different folders.
+    assert job_dirname(long + ",seed=1") != job_dirname(long + ",seed=2")
+    # The sweeps name their job folders through it.
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import read_write
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(
+            "train",
+            overrides=["+experiment=lastfm_dynamicpo", "+sweep=negatives"],
+            return_hydra_config=True,
+        )
+    with read_write(cfg.hydra.job):
+        cfg.hydra.job.override_dirname = long
+    assert cfg.hydra.sweep.subdir == name
 
 
 def test_ddp_jobs_inside_a_multirun_sweep(tmp_path):
