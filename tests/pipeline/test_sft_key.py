@@ -169,7 +169,8 @@ def test_the_rows_are_part_of_both_keys(tmp_path):
 def test_experiments_of_a_dataset_share_one_sft_model(tmp_path):
     """Every `+experiment=lastfm_<objective>` and the studies' `lastfm_study` train
     the SFT of `lastfm_sft` (the other datasets' experiments are built the same way);
-    the SmolLM2 study reuses the SFT of experiments/lastfm_smollm2's command."""
+    the SmolLM2 study trains SFT with the settings of experiments/lastfm_smollm2's
+    command (on the same rows, the same key)."""
     names = sorted(
         p.stem
         for p in (CONF / "experiment").glob("lastfm_*.yaml")
