@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from recpo.data.datamodule import RecDataModule
+from recpo.errors import ConfigError
 from recpo.evaluation.evaluate import evaluate_model, summary_table
 from recpo.models.backbone import Backbone, load_backbone, load_finetuned
 from recpo.training.loggers import close_stage_loggers
@@ -124,7 +125,7 @@ def po_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone, sft_path: Path 
 def run_llm(cfg: DictConfig) -> dict[str, float]:
     """Run ``cfg.stages`` and evaluate after each; returns the metrics of every stage."""
     if list(cfg.stages) not in STAGE_LISTS:
-        raise ValueError(f"stages must be one of {STAGE_LISTS}, got {list(cfg.stages)}")
+        raise ConfigError(f"stages must be one of {STAGE_LISTS}, got {list(cfg.stages)}")
     if cfg.runtime.get("torch_threads"):
         torch.set_num_threads(cfg.runtime.torch_threads)
     dm = build_datamodule(cfg, "sft")

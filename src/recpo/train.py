@@ -21,6 +21,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from recpo.data.errors import DataError
+from recpo.errors import ConfigError
 from recpo.models.backbone import BackboneError
 from recpo.training.trainer import is_rank_zero
 
@@ -71,10 +72,6 @@ def job_dirname(overrides: str) -> str:
 
 
 OmegaConf.register_new_resolver("recpo.job_dirname", job_dirname, replace=True)
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work with the rest of the config."""
 
 
 def check_optimized_metric(cfg: DictConfig) -> None:

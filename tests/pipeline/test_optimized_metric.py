@@ -93,3 +93,12 @@ def test_cli_reports_a_missing_key_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "config error: optimized_metric='val/nope'" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_reports_unknown_stages_in_one_line(tmp_path):
+    """The pipeline's own config checks (here ``stages``) end the same way: one line,
+    exit code 2."""
+    proc = run_train(["+experiment=demo", "stages=[eval]", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "config error: stages must be one of" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
