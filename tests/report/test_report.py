@@ -542,7 +542,7 @@ def test_paired_collapse_points_subtract_each_jobs_own_sft(sweeps):
     """DMPO at K = 3 on lastfm: HitRatio@1 .50/.60/.70 against SFT .30/.34/.32 of the same
     seeds → differences .20/.26/.38: mean .28, sample std .0917; rank HR@1 adds .1 to
     both sides, so the same differences."""
-    from recpo.report.figures import paired_stat
+    from recpo.report.tables import paired_stat
 
     cond = next(
         c

@@ -40,7 +40,7 @@ from recpo.report.collect import (
     bin_stats,
     binned,
 )
-from recpo.report.tables import show
+from recpo.report.tables import paired_stat, show
 
 # Settings that define a panel: conditions in one figure share all of them (and the extras).
 PANEL = ("dataset", "backbone", "tokenizer", "candidates", "stages")
@@ -181,18 +181,6 @@ def _save(fig: Figure, path: Path) -> None:
 
 def _yerr(stats: list[Stat]) -> np.ndarray:
     return np.array([0.0 if math.isnan(s.std) else s.std for s in stats])
-
-
-def paired_stat(cond: Condition, split: str, metric: str) -> Stat:
-    """The condition's result minus the SFT result of the same job (the model it
-    started from), seed by seed, then mean ± std over the seeds."""
-    values = []
-    for entry in cond.entries:
-        mine = entry.metrics.get(f"{split}/{metric}")
-        sft = (entry.job.results or {}).get(f"sft:{split}/{metric}")
-        if mine is not None and sft is not None:
-            values.append(float(mine) - float(sft))
-    return Stat.of(values)
 
 
 def collapse_curve(

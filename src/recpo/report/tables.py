@@ -337,6 +337,18 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not math.isnan(value)
 
 
+def paired_stat(cond: Condition, split: str, metric: str) -> Stat:
+    """The condition's result minus the SFT result of the same job (the model it
+    started from), seed by seed, then mean ± std over the seeds."""
+    values = []
+    for entry in cond.entries:
+        mine = entry.metrics.get(f"{split}/{metric}")
+        sft = (entry.job.results or {}).get(f"sft:{split}/{metric}")
+        if _finite(mine) and _finite(sft):
+            values.append(mine - sft)
+    return Stat.of(values)
+
+
 def _pairs(po: list[Condition]) -> tuple[list[tuple[Condition, str]], dict]:
     """Each preference condition against ``SFT``, and against its plain objective (by
     name) when that was run with the same settings and seed; and the plain results by
@@ -374,13 +386,13 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
         against[id(rows[-1])] = name
 
     def other(entry: Entry, name: str, metric: str) -> object:
-        if name == "SFT":
-            return (entry.job.results or {}).get(f"sft:{split}/{metric}")
         base = _plain_entry(plain, entry, name)
         return None if base is None else base.metrics.get(f"{split}/{metric}")
 
     def cell(cond: Condition, metric: str) -> Stat:
         name = against[id(cond)]
+        if name == "SFT":
+            return paired_stat(cond, split, metric)
         values = []
         for entry in cond.entries:
             mine, theirs = entry.metrics.get(f"{split}/{metric}"), other(entry, name, metric)
