@@ -183,6 +183,10 @@ def _yerr(stats: list[Stat]) -> np.ndarray:
     return np.array([0.0 if math.isnan(s.std) else s.std for s in stats])
 
 
+# The collapse curve's title, plain or paired (each point minus its job's SFT model).
+CURVE_TITLES = {False: "Collapse curve", True: "Collapse curve, minus each job's SFT model"}
+
+
 def collapse_curve(
     conds: list[Condition],
     sft: list[Condition],
@@ -234,7 +238,7 @@ def collapse_curve(
         ax.set_ylabel(f"{split} {METRICS[metric]}" + (" − SFT" if paired else ""))
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    kind = "Collapse curve, minus each job's SFT model" if paired else "Collapse curve"
+    kind = CURVE_TITLES[paired]
     fig.suptitle(f"{kind} · {_panel_title(conds[0], split)}", fontsize=10)
     _save(fig, path)
 
@@ -393,7 +397,11 @@ def alpha_gamma_heatmap(conds: list[Condition], split: str, path: Path) -> None:
             stats[i, j] = cond.stat(split, metric)
             grid[i, j] = stats[i, j].mean
         image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        # The colours stretch over the measured cells only: the label says how wide that is.
+        bar = fig.colorbar(image, ax=ax, shrink=0.8)
+        if np.isfinite(grid).any():
+            lo, hi = np.nanmin(grid), np.nanmax(grid)
+            bar.set_label(f"colour range {lo:.4f} – {hi:.4f} (width {hi - lo:.4f})", fontsize=7)
         for (i, j), s in stats.items():
             if s.n:
                 spread = f"\n±{s.std:.3f}" if s.n > 1 else ""
@@ -467,10 +475,8 @@ def make_figures(
             if [c.factors.get(n) for n in ("dataset", "backbone", "tokenizer", "candidates")]
             == basics
         ]
-        for paired, stem, title in (
-            (False, "collapse_curve", "Collapse curve"),
-            (True, "collapse_curve_paired", "Collapse curve, minus each job's SFT model"),
-        ):
+        for paired, stem in ((False, "collapse_curve"), (True, "collapse_curve_paired")):
+            title = CURVE_TITLES[paired]
             name = f"{stem}{suffix[key]}.png"
             collapse_curve(conds, ref, split, out / name, colors, paired=paired)
             files.append(
