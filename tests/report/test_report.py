@@ -193,6 +193,28 @@ def test_paired_differences_are_taken_seed_by_seed(report):
     assert set(paired[paired["method"] == "DMPO"]["minus"]) == {"SFT"}
 
 
+def test_ablations_and_topk_are_paired_with_the_full_method(report):
+    """Each ablation and Top-K minus full DynamicPO of the same seed, K and objective
+    settings: the α × γ jobs (full DynamicPO at seed 0, K = 15, other α and γ) are not
+    taken as the reference, and the full method is not paired with itself."""
+    paired = pd.read_csv(report.out / "paired.csv", dtype=str)
+    for column in [c for c in paired.columns if c.rsplit("/", 1)[-1] in ("mean", "std", "n")]:
+        paired[column] = pd.to_numeric(paired[column])
+    # full DynamicPO at K = 15: .70, .72, .74 (seeds 0, 1, 2)
+    no_stage1 = row(paired, method="DynamicPO w/o Stage (I)", minus="DynamicPO")
+    assert_cell(no_stage1, "lastfm", "gen_hr@1", -0.04, 0.0, 2)  # .66 - .70, .68 - .72
+    no_beta = row(paired, method="DynamicPO w/o dynamic β", minus="DynamicPO")
+    assert_cell(no_beta, "lastfm", "gen_hr@1", -0.09, 0.0141421, 2)  # .60 - .70, .64 - .72
+    topk2 = row(paired, method="Top-K (k=2)", minus="DynamicPO")
+    assert_cell(topk2, "lastfm", "gen_hr@1", -0.21, 0.0141421, 2)  # .50 - .70, .50 - .72
+    topk3 = row(paired, method="Top-K (k=3)", minus="DynamicPO")
+    assert_cell(topk3, "lastfm", "gen_hr@1", -0.17, 0.0141421, 2)  # .52 - .70, .56 - .72
+    full = paired[paired["method"] == "DynamicPO"]
+    assert set(full["minus"]) == {"SFT", "DMPO"}
+    # the rows of one method: SFT first, then the plain objective, then the full method
+    assert list(paired[paired["method"] == "Top-K (k=2)"]["minus"])[0] == "SFT"
+
+
 def test_expected_figures_are_valid_pngs(report):
     names = {f.name for f in report.figures}
     assert names == {

@@ -117,6 +117,26 @@ def test_row_test_table_cells(sweeps, tmp_path, exported):
     assert "**Row-level tests**" in (report.out / "report.md").read_text()
 
 
+def test_ablation_is_tested_row_by_row_against_the_full_method(sweeps, tmp_path):
+    root = _with_predictions(sweeps)
+    ablation = (
+        root / "ablations" / "lastfm-tiny" / job_name(**{"objective.stage1": "false"}, seed=0)
+    )
+    write_predictions(ablation, "sft", set(range(8)), {0, 1, 2, 3})
+    # full DynamicPO (seed 0, K = 15) is right on rank rows {0, 1, 8, 9}: won 2, 3, 4, lost 9
+    write_predictions(ablation, "po", {0, 1, 2, 3, 4, 8}, {0, 1, 2, 3, 4})
+    frame = pd.read_csv(build_report(root, tmp_path / "out").out / "row_tests.csv", dtype=str)
+    assert _cells(frame, "DynamicPO w/o Stage (I)", "DynamicPO") == [
+        f"+3 / −1 (p={mcnemar_exact(3, 1):.2g})",
+        "+0 / −0 (p=1)",
+    ]
+    # against its SFT model (rank rows 0-7): won 8, lost 5, 6, 7
+    assert _cells(frame, "DynamicPO w/o Stage (I)", "SFT") == [
+        f"+1 / −3 (p={mcnemar_exact(1, 3):.2g})",
+        "+1 / −0 (p=1)",
+    ]
+
+
 def test_row_test_table_skipped_without_predictions(sweeps, tmp_path):
     report = build_report(sweeps, tmp_path / "out")
     assert not (report.out / "row_tests.csv").exists()

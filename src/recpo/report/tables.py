@@ -1,7 +1,7 @@
 """Tables shaped like the paper's: Table 2 (methods × datasets), Table 4 (objectives with
 and without DynamicPO), Table 6 (ablations), Table 7 (Top-K vs DynamicPO); and paired
-differences (each preference setting minus SFT, and minus its plain objective, seed by
-seed), which take the seed-to-seed spread of the shared SFT model out of a comparison.
+differences (each preference setting minus SFT, minus its plain objective, and an
+ablation or Top-K minus the full DynamicPO, seed by seed), which take the seed-to-seed spread of the shared SFT model out of a comparison.
 
 Every cell is the mean ± sample std over the seeds of one condition with its n; rows
 are methods, plus a column for each setting (K, α, γ, backbone, ...) that varies among
@@ -15,11 +15,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
 from recpo.report.collect import (
     _BASES,
+    _PLUGIN_NAMES,
     CONTEXT,
     METRICS,
     PLUGINS,
@@ -349,36 +351,100 @@ def paired_stat(cond: Condition, split: str, metric: str) -> Stat:
     return Stat.of(values)
 
 
-def _pairs(po: list[Condition]) -> tuple[list[tuple[Condition, str]], dict]:
-    """Each preference condition against ``SFT``, and against its plain objective (by
-    name) when that was run with the same settings and seed; and the plain results by
-    (objective, pairing)."""
-    plain: dict[tuple[str, tuple[str, object]], Entry] = {}
+# Objective settings a variant may change against the full method it is paired with:
+# the switches an ablation turns off, and what makes Top-K its own objective.
+_VARIANT_KEYS = {f"objective.{k}" for k in ("_target_", "stage1", "stage2", "dynamic_beta", "k")}
+
+
+def _full_family(entry: Entry) -> str | None:
+    """The DynamicPO plug-in an ablation (a switch off) or Top-K is a variant of; Top-K
+    replaces the boundary selection of DynamicPO on DMPO."""
+    name = objective_name(entry)
+    if name in PLUGINS and not is_full_plugin(entry):
+        return name
+    return "dynamicpo" if name == "topk" else None
+
+
+@dataclass
+class References:
+    """The results a preference result is compared with, seed by seed: its plain
+    objective (DynamicPO - DMPO, Top-K - DMPO) run with the same settings and seed, and
+    for an ablation or Top-K the full method with the same settings, seed and objective
+    settings (β, α, γ, ...) but the variant's own (:data:`_VARIANT_KEYS`)."""
+
+    plain_names: ClassVar[frozenset[str]] = frozenset(_BASES.values())
+    plain: dict[tuple[str, tuple[str, object]], Entry] = field(default_factory=dict)
+    full: dict[tuple[str, tuple[str, object]], list[Entry]] = field(default_factory=dict)
+
+    def add(self, entry: Entry) -> None:
+        name = objective_name(entry)
+        if name in _BASES:
+            self.plain[(_BASES[name], _pairing(entry))] = entry
+        elif name in PLUGINS and is_full_plugin(entry):
+            self.full.setdefault((_PLUGIN_NAMES[name], _pairing(entry)), []).append(entry)
+
+    def names(self, entry: Entry) -> list[str]:
+        """Every reference name this result has a partner under, in table order."""
+        out = []
+        base = PAIRED_WITH.get(str(objective_name(entry)))
+        if base and (_BASES[base], _pairing(entry)) in self.plain:
+            out.append(_BASES[base])
+        family = _full_family(entry)
+        if family and self.get(entry, _PLUGIN_NAMES[family]) is not None:
+            out.append(_PLUGIN_NAMES[family])
+        return out
+
+    def get(self, entry: Entry, name: str) -> Entry | None:
+        """The partner of ``entry`` named ``name`` (None when there is none, or when
+        several full-method results would fit and the comparison is ambiguous)."""
+        if name in self.plain_names:
+            return self.plain.get((name, _pairing(entry)))
+        mine = _objective_settings(entry)
+        fits = [
+            ref
+            for ref in self.full.get((name, _pairing(entry)), [])
+            if all(mine[k] == v for k, v in _objective_settings(ref).items() if k in mine)
+        ]
+        return fits[0] if len(fits) == 1 else None
+
+
+def _objective_settings(entry: Entry) -> dict[str, object]:
+    return {
+        k: v
+        for k, v in entry.job.settings.items()
+        if k.startswith("objective.") and k not in _VARIANT_KEYS
+    }
+
+
+def _minus_rank(name: str) -> int:
+    """Comparisons of one method in table order: SFT, its plain objective, the full method."""
+    return 0 if name == "SFT" else 1 if name in References.plain_names else 2
+
+
+def _pairs(po: list[Condition]) -> tuple[list[tuple[Condition, str]], References]:
+    """Each preference condition against ``SFT``, and against every reference
+    (:class:`References`) that one of its seeds has."""
+    refs = References()
     for cond in po:
-        if objective_name(cond.first) in _BASES:
-            for entry in cond.entries:
-                plain[(str(objective_name(entry)), _pairing(entry))] = entry
+        for entry in cond.entries:
+            refs.add(entry)
     pairs: list[tuple[Condition, str]] = []
     for cond in po:
         pairs.append((cond, "SFT"))
-        base = PAIRED_WITH.get(str(objective_name(cond.first)))
-        if base and any((base, _pairing(e)) in plain for e in cond.entries):
-            pairs.append((cond, _BASES[base]))
-    return pairs, plain
-
-
-def _plain_entry(plain: dict, entry: Entry, name: str) -> Entry | None:
-    return plain.get((next(k for k, v in _BASES.items() if v == name), _pairing(entry)))
+        found = {n for e in cond.entries for n in refs.names(e)}
+        pairs += [(cond, n) for n in sorted(found, key=_minus_rank)]
+    return pairs, refs
 
 
 def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
     """Per seed, a preference result minus the SFT model it started from (same job),
-    and minus the plain objective it extends (DynamicPO - DMPO, Top-K - DMPO) run with
-    the same settings and seed; mean ± std of those differences over the seeds."""
+    minus the plain objective it extends (DynamicPO - DMPO, Top-K - DMPO) run with the
+    same settings and seed, and for an ablation or Top-K minus the full method
+    (:class:`References`); mean ± std of those differences over the seeds."""
     po = [c for c in conditions if c.stage == "po"]
     if not po:
         return None, "Paired differences skipped: no finished preference job"
-    pairs, plain = _pairs(po)
+    pairs, refs = _pairs(po)
     rows: list[Condition] = []
     against: dict[int, str] = {}
     for cond, name in pairs:
@@ -386,7 +452,7 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
         against[id(rows[-1])] = name
 
     def other(entry: Entry, name: str, metric: str) -> object:
-        base = _plain_entry(plain, entry, name)
+        base = refs.get(entry, name)
         return None if base is None else base.metrics.get(f"{split}/{metric}")
 
     def cell(cond: Condition, metric: str) -> Stat:
@@ -404,8 +470,9 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
         "paired",
         "Paired differences",
         "Each row: the method minus the model named in `minus`, seed by seed (the same SFT "
-        "model; for a plain objective, the job with the same settings and seed), then "
-        "mean ± sample std of the differences over the seeds.",
+        "model; for a plain objective, or the full method an ablation or Top-K is compared "
+        "with, the job with the same settings and seed), then mean ± sample std of the "
+        "differences over the seeds.",
         rows,
         lambda c: {"method": c.method, "minus": against[id(c)]},
         split,
@@ -444,7 +511,7 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
     why = "Row-level tests skipped: "
     if not po:
         return None, why + "no finished preference job"
-    pairs, plain = _pairs(po)
+    pairs, refs = _pairs(po)
     context = [
         n for n in CONTEXT if len({json.dumps(c.factors.get(n), default=str) for c in po}) > 1
     ]
@@ -455,8 +522,8 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
     read: dict[tuple[Path, str], RowOutcomes | None] = {}
 
     def outcomes(job: Path, stage: str) -> RowOutcomes | None:
-        # A job is compared with its SFT model and with its plain objective, and a
-        # plain job with every method paired with it: each file is read once.
+        # A job is compared with its SFT model and its references, and a reference
+        # with every method paired with it: each file is read once.
         if (job, stage) not in read:
             read[(job, stage)] = row_outcomes(job, stage, split)
         return read[(job, stage)]
@@ -468,7 +535,7 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
             if name == "SFT":
                 theirs = outcomes(entry.job.path, "sft")
             else:
-                base = _plain_entry(plain, entry, name)
+                base = refs.get(entry, name)
                 theirs = None if base is None else outcomes(base.job.path, "po")
             if mine is None or theirs is None:
                 continue
@@ -481,7 +548,7 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
             label += [show(cond.factors.get(n)) for n in context]
             label += [show(entry.seed), str(counted)]
             cells = ["–" if t is None else t.text() for t in tests]
-            order = (sort_key(cond), name != "SFT", _orderable(entry.seed))
+            order = (sort_key(cond), _minus_rank(name), _orderable(entry.seed))
             rows.append((order, label + cells))
     if not rows:
         return None, why + (
