@@ -124,17 +124,26 @@ def format_table(name: str, measures: dict[tuple[str, str], ShortcutMeasure]) ->
     return "\n".join(lines)
 
 
-def load_from_overrides(overrides: list[str]) -> tuple[RecDataset, int, int]:
-    """The dataset, the number of candidates and the run seed of a composed config."""
+def compose_config(overrides: list[str]):
+    """The training config (``conf/train.yaml``) composed with ``overrides``, outside a
+    Hydra run."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf, open_dict
-
-    from recpo.data.sources import load_source
+    from omegaconf import open_dict
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = "."  # the run-folder interpolation needs a Hydra run
+    return cfg
+
+
+def load_from_overrides(overrides: list[str]) -> tuple[RecDataset, int, int]:
+    """The dataset, the number of candidates and the run seed of a composed config."""
+    from omegaconf import OmegaConf
+
+    from recpo.data.sources import load_source
+
+    cfg = compose_config(overrides)
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     return load_source(**source), int(cfg.data.num_candidates), int(cfg.data.seed)
 

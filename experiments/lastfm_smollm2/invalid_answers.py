@@ -1,0 +1,117 @@
+"""What the generations that miss the candidate list are, for one or more evaluations.
+
+Each invalid answer (no candidate title matched, see ``recpo.evaluation.metrics``) of a
+``<split>_predictions.jsonl`` is put in the first class it fits:
+
+* ``empty``: nothing but white space (the model ended or started a new line);
+* ``history``: a title from the row's own history;
+* ``prefix``: the start of a candidate title, cut short;
+* ``candidate+``: a candidate title followed by more text;
+* ``catalogue``: another item of the dataset, not in this row's list;
+* ``near``: no item, but close to a candidate (difflib ratio >= 0.6, case-folded);
+* ``other``: none of these (a name from outside the dataset, or text).
+
+The candidate lists are rebuilt as a run builds them, from the training config and the
+given overrides (the protocol and seed must be the run's)::
+
+    python experiments/lastfm_smollm2/invalid_answers.py \\
+        RUN/eval/sft/test_predictions.jsonl RUN/eval/po/test_predictions.jsonl \\
+        -- data=lastfm paths.data_dir=../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSES = ("empty", "history", "prefix", "candidate+", "catalogue", "near", "other")
+NEAR = 0.6
+
+
+def classify(answer: str, history: list[str], candidates: list[str], catalogue: set[str]) -> str:
+    """The class of one invalid answer (see the module docstring)."""
+    a = answer.strip()
+    if not a:
+        return "empty"
+    if a in history:
+        return "history"
+    if any(c.startswith(a) for c in candidates):
+        return "prefix"
+    if any(a.startswith(c) for c in candidates):
+        return "candidate+"
+    if a in catalogue:
+        return "catalogue"
+    folded = a.casefold()
+    ratio = max(difflib.SequenceMatcher(None, folded, c.casefold()).ratio() for c in candidates)
+    return "near" if ratio >= NEAR else "other"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s PREDICTIONS... [--split SPLIT] -- OVERRIDE...",
+    )
+    parser.add_argument("predictions", nargs="+", type=Path)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--show", default="", help="print the answers of this class")
+    args = parser.parse_args(argv[:cut])
+    overrides = argv[cut + 1 :]
+    sys.path.insert(0, str(REPO / "src"))
+    from omegaconf import OmegaConf
+
+    from recpo.data.candidates import attach_candidates
+    from recpo.data.shortcut import compose_config
+    from recpo.data.sources import load_source
+
+    cfg = compose_config(overrides)
+    ds = load_source(**OmegaConf.to_container(cfg.data.source, resolve=True))
+    rows = attach_candidates(
+        ds.split(args.split),
+        ds.catalog,
+        int(cfg.data.num_candidates),
+        args.split,
+        str(cfg.data.candidates),
+        int(cfg.data.seed),
+        args.split,
+    )
+    by_row = {ex.row: ex for ex in rows}
+    names = ds.catalog.names
+    catalogue = set(names.values())
+    print(f"| predictions | rows | invalid | {' | '.join(CLASSES)} |")
+    print("|---|---:|---:|" + "---:|" * len(CLASSES))
+    for path in args.predictions:
+        counts: Counter[str] = Counter()
+        total = 0
+        with path.open() as f:
+            for line in f:
+                record = json.loads(line)
+                total += 1
+                if record["valid"]:
+                    continue
+                ex = by_row.get(record["row"])
+                if ex is None:
+                    print(f"{path}: row {record['row']} is not in the {args.split} split")
+                    return 2
+                kind = classify(
+                    record["answer"],
+                    [names[i] for i in ex.history],
+                    [names[i] for i in ex.candidates],
+                    catalogue,
+                )
+                counts[kind] += 1
+                if kind == args.show:
+                    print(f"  {path.parent.name} row {record['row']}: {record['answer']!r}")
+        cells = " | ".join(str(counts[c]) for c in CLASSES)
+        print(f"| {path} | {total} | {sum(counts.values())} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
