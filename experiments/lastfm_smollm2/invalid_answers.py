@@ -64,23 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[:cut])
     overrides = argv[cut + 1 :]
     sys.path.insert(0, str(REPO / "src"))
-    from omegaconf import OmegaConf
+    from recpo.data.shortcut import load_run_split
 
-    from recpo.data.candidates import attach_candidates
-    from recpo.data.shortcut import compose_config
-    from recpo.data.sources import load_source
-
-    cfg = compose_config(overrides)
-    ds = load_source(**OmegaConf.to_container(cfg.data.source, resolve=True))
-    rows = attach_candidates(
-        ds.split(args.split),
-        ds.catalog,
-        int(cfg.data.num_candidates),
-        args.split,
-        str(cfg.data.candidates),
-        int(cfg.data.seed),
-        args.split,
-    )
+    ds, rows = load_run_split(overrides, args.split)
     by_row = {ex.row: ex for ex in rows}
     names = ds.catalog.names
     catalogue = set(names.values())

@@ -7,11 +7,8 @@ import importlib.util
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
-from recpo.data.candidates import attach_candidates
-from recpo.data.shortcut import compose_config
-from recpo.data.sources import load_source
+from recpo.data.shortcut import load_run_split
 from tests.conftest import REPO
 
 SCRIPT = REPO / "experiments" / "lastfm_smollm2" / "invalid_answers.py"
@@ -44,17 +41,7 @@ def test_classes_by_hand(script):
 
 def test_table_for_a_predictions_file(script, tmp_path, capsys):
     overrides = ["data=synthetic", f"paths.cache_dir={tmp_path / 'cache'}"]
-    cfg = compose_config(overrides)
-    ds = load_source(**OmegaConf.to_container(cfg.data.source, resolve=True))
-    rows = attach_candidates(
-        ds.split("test")[:3],
-        ds.catalog,
-        int(cfg.data.num_candidates),
-        "test",
-        str(cfg.data.candidates),
-        int(cfg.data.seed),
-        "test",
-    )
+    ds, rows = load_run_split(overrides, "test")
     names = ds.catalog.names
     records = [
         {"row": rows[0].row, "answer": " " + names[rows[0].target], "valid": True},

@@ -87,6 +87,15 @@ def shortcut_measure(
     )
 
 
+def with_candidates(
+    ds: RecDataset, split: str, protocol: str, num_candidates: int, seed: int
+) -> list[Example]:
+    """The rows of ``split`` with their candidate lists, built as a run builds them."""
+    return attach_candidates(
+        ds.split(split), ds.catalog, num_candidates, split, protocol, seed, split
+    )
+
+
 def measure_dataset(
     ds: RecDataset,
     protocols: tuple[str, ...] = PROTOCOLS,
@@ -99,9 +108,7 @@ def measure_dataset(
     out = {}
     for protocol in protocols:
         built = {
-            split: attach_candidates(
-                ds.split(split), ds.catalog, num_candidates, split, protocol, seed, split
-            )
+            split: with_candidates(ds, split, protocol, num_candidates, seed)
             for split in ("train", *splits)
         }
         for split in splits:
@@ -137,15 +144,30 @@ def compose_config(overrides: list[str]):
     return cfg
 
 
-def load_from_overrides(overrides: list[str]) -> tuple[RecDataset, int, int]:
-    """The dataset, the number of candidates and the run seed of a composed config."""
+def _load(overrides: list[str]):
+    """The composed config and its dataset."""
     from omegaconf import OmegaConf
 
     from recpo.data.sources import load_source
 
     cfg = compose_config(overrides)
-    source = OmegaConf.to_container(cfg.data.source, resolve=True)
-    return load_source(**source), int(cfg.data.num_candidates), int(cfg.data.seed)
+    return cfg, load_source(**OmegaConf.to_container(cfg.data.source, resolve=True))
+
+
+def load_from_overrides(overrides: list[str]) -> tuple[RecDataset, int, int]:
+    """The dataset, the number of candidates and the run seed of a composed config."""
+    cfg, ds = _load(overrides)
+    return ds, int(cfg.data.num_candidates), int(cfg.data.seed)
+
+
+def load_run_split(overrides: list[str], split: str) -> tuple[RecDataset, list[Example]]:
+    """The dataset of a composed config and the rows of ``split`` with the candidate
+    lists a run with that config evaluates (its protocol, number of candidates and seed)."""
+    cfg, ds = _load(overrides)
+    rows = with_candidates(
+        ds, split, str(cfg.data.candidates), int(cfg.data.num_candidates), int(cfg.data.seed)
+    )
+    return ds, rows
 
 
 def main(argv: list[str] | None = None) -> int:
