@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from recpo.evaluation.metrics import has_nested_titles, judge_generation, ranking_metrics
+from recpo.models.precision import autocast_for
 from recpo.models.scoring import (
     cache_argument,
     left_align,
@@ -303,7 +304,8 @@ def evaluate_model(
 ) -> dict[str, float]:
     """The protocols of ``cfg.eval`` on each of its splits (``dm``'s evaluation
     loaders); predictions are written to ``out``. On a GPU run the model is moved to
-    the GPU first (Lightning hands it back on the CPU after fit)."""
+    the GPU first (Lightning hands it back on the CPU after fit). Under a mixed
+    ``trainer.precision`` (``bf16-mixed``) it runs in the autocast training used."""
     if (
         cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto")
         and torch.cuda.is_available()
@@ -313,19 +315,20 @@ def evaluate_model(
         model.to("cuda")
     metrics: dict[str, float] = {}
     for split in cfg.eval.splits:
-        metrics.update(
-            evaluate_split(
-                model,
-                tokenizer,
-                dm.eval_dataloader(split),
-                split,
-                protocols=tuple(cfg.eval.protocols),
-                max_new_tokens=cfg.eval.max_new_tokens,
-                matcher=cfg.eval.matcher,
-                scoring=cfg.scoring,
-                out_dir=out,
+        with autocast_for(cfg.trainer.get("precision"), _device_of(model)):
+            metrics.update(
+                evaluate_split(
+                    model,
+                    tokenizer,
+                    dm.eval_dataloader(split),
+                    split,
+                    protocols=tuple(cfg.eval.protocols),
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    matcher=cfg.eval.matcher,
+                    scoring=cfg.scoring,
+                    out_dir=out,
+                )
             )
-        )
     return metrics
 
 
