@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,15 @@ from recpo.data.datamodule import RecDataModule
 from recpo.errors import ConfigError
 from recpo.evaluation.evaluate import evaluate_model, summary_table
 from recpo.models.backbone import Backbone, load_backbone, load_finetuned
+from recpo.training.distributed import join_launcher_ranks, rank_zero_decides
 from recpo.training.loggers import close_stage_loggers
-from recpo.training.sft_cache import sft_eval_key, sft_folder, sft_key_parts, write_json
+from recpo.training.sft_cache import (
+    sft_eval_key,
+    sft_folder,
+    sft_key_lock,
+    sft_key_parts,
+    write_json,
+)
 from recpo.training.stages import fit_po, fit_sft
 from recpo.training.trainer import is_rank_zero
 
@@ -64,31 +72,59 @@ def build_datamodule(cfg: DictConfig, stage: str = "sft") -> RecDataModule:
     )
 
 
+def sft_evaluation(
+    cfg: DictConfig, dm: RecDataModule, base: Backbone, folder: Path, eval_dir: Path, reuse: bool
+) -> dict[str, float]:
+    """The SFT model's evaluation stored in ``eval_dir`` (inside the model's folder),
+    computed when missing. Returns its metrics (``{}`` off rank 0)."""
+    cached = eval_dir / "metrics.json"
+    if rank_zero_decides(not cached.is_file()):
+        model = load_finetuned(cfg.backbone, folder, base, fresh_adapter=False) if reuse else base
+        metrics = evaluate_model(cfg, model.model, model.tokenizer, dm, eval_dir)
+        if is_rank_zero():
+            write_json(cached, metrics)
+    return json.loads(cached.read_text()) if is_rank_zero() else {}
+
+
 def sft_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone) -> tuple[Path, dict[str, float]]:
     """SFT (or a stored result with the same content key) and its evaluation, which is
     stored with the model, keyed by the evaluated rows and settings, and copied into
-    the run folder. Returns the SFT model folder and its metrics (``{}`` off rank 0)."""
-    folder = sft_folder(cfg, dm)
-    reuse = cfg.sft.reuse and folder.is_dir()
-    if reuse:
-        log.info("reusing SFT model %s (content key match)", folder)
-    else:
-        if folder.exists():
-            # sft.reuse=false with a stored result: train again, keep the stored one.
-            folder = Path(cfg.paths.output_dir) / "sft_model"
-        fit_sft(cfg, dm, base, folder)
-        if is_rank_zero():
-            write_json(folder / "sft_key.json", sft_key_parts(cfg, dm.rows_key(("train", "val"))))
+    the run folder. Returns the SFT model folder and its metrics (``{}`` off rank 0).
+
+    Jobs started together with the same key take turns through the key's lock (rank 0
+    holds it): the first trains and evaluates, the others wait and then reuse both;
+    nobody reads a model or an evaluation before it is complete.
+    """
+    stored = sft_folder(cfg, dm)
+    eval_name = f"eval-{sft_eval_key(cfg, dm.rows_key(tuple(cfg.eval.splits)))}"
+    done = cfg.sft.reuse and (stored / eval_name / "metrics.json").is_file()
+    own_copy = not cfg.sft.reuse and stored.is_dir()  # trains into the run folder
+    lock = nullcontext()
+    if is_rank_zero() and not (done or own_copy):
+        timeout = cfg.runtime.get("sft_lock_timeout")
+        lock = sft_key_lock(stored, timeout, run_dir=str(cfg.paths.output_dir))
+    with lock:
+        # Decided under the lock: another job may have stored this model meanwhile.
+        reuse = rank_zero_decides(bool(cfg.sft.reuse and stored.is_dir()))
+        folder = stored
+        if reuse:
+            log.info("reusing SFT model %s (content key match)", folder)
+        else:
+            if rank_zero_decides(stored.exists()):
+                # sft.reuse=false with a stored result: train again, keep the stored one.
+                folder = Path(cfg.paths.output_dir) / "sft_model"
+            fit_sft(cfg, dm, base, folder)
+            if is_rank_zero():
+                write_json(
+                    folder / "sft_key.json", sft_key_parts(cfg, dm.rows_key(("train", "val")))
+                )
+        metrics = sft_evaluation(cfg, dm, base, folder, folder / eval_name, reuse)
     if not is_rank_zero():
         return folder, {}
     Path(cfg.paths.output_dir, "sft_model.txt").write_text(str(folder.resolve()) + "\n")
-    eval_dir = folder / f"eval-{sft_eval_key(cfg, dm.rows_key(tuple(cfg.eval.splits)))}"
-    cached = eval_dir / "metrics.json"
-    if not cached.is_file():
-        model = load_finetuned(cfg.backbone, folder, base, fresh_adapter=False) if reuse else base
-        write_json(cached, evaluate_model(cfg, model.model, model.tokenizer, dm, eval_dir))
-    shutil.copytree(eval_dir, Path(cfg.paths.output_dir) / "eval" / "sft", dirs_exist_ok=True)
-    metrics = json.loads(cached.read_text())
+    shutil.copytree(
+        folder / eval_name, Path(cfg.paths.output_dir) / "eval" / "sft", dirs_exist_ok=True
+    )
     close_stage_loggers(cfg, "sft", metrics)  # a reused SFT result gets its own W&B run too
     return folder, metrics
 
@@ -128,6 +164,7 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(f"stages must be one of {STAGE_LISTS}, got {list(cfg.stages)}")
     if cfg.runtime.get("torch_threads"):
         torch.set_num_threads(cfg.runtime.torch_threads)
+    join_launcher_ranks(cfg.trainer.accelerator, cfg.runtime.get("sft_lock_timeout"))
     dm = build_datamodule(cfg, "sft")
     dataset = dm.load()
     base = load_backbone(

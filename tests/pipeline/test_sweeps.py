@@ -70,7 +70,7 @@ def test_sft_is_reused_across_po_settings(tmp_path):
         metrics = train(cfg)
         runs.append((cfg, metrics))
     (cfg_a, a), (cfg_b, b) = runs
-    assert len(list((tmp_path / "sft").iterdir())) == 1
+    assert len([p for p in (tmp_path / "sft").iterdir() if p.is_dir()]) == 1  # and its .lock
     assert not (Path(cfg_b.paths.output_dir) / "sft").exists()  # no SFT training in the second run
     assert a["sft:test/hr@1"] == b["sft:test/hr@1"]
     pointer = (Path(cfg_a.paths.output_dir) / "sft_model.txt").read_text()
@@ -206,7 +206,7 @@ def test_sft_reuse_off_trains_again_and_keeps_the_stored_model(tmp_path):
     with open_dict(cfg):
         cfg.paths.sft_dir = str(tmp_path / "sft")
     train(cfg)
-    stored = next((tmp_path / "sft").iterdir())
+    stored = next(p for p in (tmp_path / "sft").iterdir() if p.is_dir())
     stamp = (stored / "config.json").stat().st_mtime_ns
     again = compose([*SMALL, "stages=[sft]", "sft.reuse=false"], tmp_path / "b")
     with open_dict(again):

@@ -5,11 +5,19 @@ later run (and every later job of the sweep) reuses it.
 ``<paths.sft_dir>/<dataset>-<backbone>-<key>/`` holds the model (LoRA: the adapter),
 ``sft_key.json`` (what the key was computed from, to tell why a later run did not
 reuse it) and one ``eval-<key>/`` folder per evaluation of it (:func:`sft_eval_key`).
+Jobs started together with the same key take turns through ``<folder>.lock``
+(:func:`sft_key_lock`): one trains and evaluates, the others then reuse.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from recpo.data.datamodule import RecDataModule
 from recpo.models.tiny import content_key
+
+log = logging.getLogger(__name__)
 
 # The nodes that decide what SFT learns; the SFT key hashes each of them whole ...
 SFT_KEY_NODES = ("data", "backbone", "sft", "trainer", "seed", "scoring")
@@ -97,3 +107,53 @@ def write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
+
+
+class SFTLockTimeout(RuntimeError):
+    """Another job held the lock of an SFT key for longer than the timeout."""
+
+
+def _owner_file(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".lock.owner")
+
+
+@contextmanager
+def sft_key_lock(folder: Path, timeout: float | None, run_dir: str = "?") -> Iterator[None]:
+    """Hold the lock of the SFT result stored in ``folder`` (``<folder>.lock``), so that
+    of several jobs started together with the same SFT key one trains and evaluates it
+    and the others wait, then reuse it.
+
+    The lock is the operating system's (``flock``): it goes when its holder's process
+    ends, killed or not. ``<folder>.lock.owner`` says who holds it (host, pid, run
+    folder), for the message when ``timeout`` seconds pass (``None``: wait without limit).
+    """
+    from filelock import FileLock, Timeout
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.with_name(folder.name + ".lock")
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        owner = _owner_file(folder)
+        holder = owner.read_text().strip() if owner.is_file() else "unknown"
+        log.info("SFT key %s is being trained by another job (%s); waiting", folder.name, holder)
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            holder = owner.read_text().strip() if owner.is_file() else "unknown"
+            raise SFTLockTimeout(
+                f"waited {timeout:.0f} s for {path}, held by {holder}. If that job still "
+                f"trains this SFT model, wait longer (runtime.sft_lock_timeout=null waits "
+                f"without limit); if it no longer runs (a lock left behind on a file system "
+                f"without flock), delete {path} and run again"
+            ) from None
+    try:
+        _owner_file(folder).write_text(
+            f"host {socket.gethostname()}, pid {os.getpid()}, since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}, run {run_dir}\n"
+        )
+        yield
+    finally:
+        _owner_file(folder).unlink(missing_ok=True)
+        lock.release()
