@@ -8,7 +8,8 @@ cut by ``max_new_tokens``. The metrics, their order, the predictions files and t
 arguments ``generate`` received are compared with ``fixtures/evaluate_split.json``,
 recorded from the implementation before it was split by protocol:
 ``.venv/bin/python -m tests.evaluation.test_evaluate --record`` (refuses to replace
-the fixture unless ``--overwrite`` is given).
+the fixture unless ``--overwrite`` is given). Metrics are compared within float64
+rounding; the predictions (which title ranks first, what was generated) exactly.
 """
 
 from __future__ import annotations
@@ -175,12 +176,14 @@ def _expected() -> dict:
     return json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 
+@pytest.mark.recorded
 @pytest.mark.parametrize("name", CASES)
 def test_same_metrics_and_predictions_as_recorded(setup, name, tmp_path):
     got = json.loads(json.dumps(run_case(setup, name, tmp_path / name)))
     want = _expected()[name]
     assert got["metric_order"] == want["metric_order"]
-    assert got["metrics"] == want["metrics"]
+    # Ratios and NDCG sums are floats: their last bits depend on the CPU's kernels.
+    assert got["metrics"] == pytest.approx(want["metrics"], rel=1e-12, abs=1e-14)
     assert got["predictions"] == want["predictions"]
     assert got["generate_calls"] == want["generate_calls"]
 

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from recpo import metric_names as names
+
 
 class ReportError(Exception):
     """Bad input for the report: one line naming the file or setting and what was expected."""
@@ -116,11 +118,11 @@ _BASELINE_SUBTREES = ("data", "baseline", "trainer", "task", "eval")
 CONTEXT = ("backbone", "tokenizer", "candidates", "stages", "num_negatives", "alpha", "gamma")
 
 # Training-log columns (logs/po/metrics.csv) the report reads.
-WIN_RATE = "train/rewards/win_rate"
-CRITICAL = "train/boundary/critical_share"
-DISCRIMINATIVE = "train/boundary/discriminative_share"
-SELECT_COUNT = "train/select/count"
-BETA = "train/beta/mean"
+WIN_RATE = names.train_key(names.REWARD_WIN_RATE)
+CRITICAL = names.train_key(names.CRITICAL_SHARE)
+DISCRIMINATIVE = names.train_key(names.DISCRIMINATIVE_SHARE)
+SELECT_COUNT = names.train_key(names.SELECT_COUNT)
+BETA = names.train_key(names.BETA_MEAN)
 
 METRICS = {
     "gen_hr@1": "HitRatio@1",
