@@ -95,3 +95,35 @@ def compose(overrides: list[str], tmp_path: Path):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path.parent / "recpo-test-cache")
     return cfg
+
+
+@pytest.fixture(scope="session")
+def wandb_sweep(tmp_path_factory) -> Path:
+    """A 2-job ``-m`` demo sweep (K = 2, 3; DynamicPO) with ``logger=wandb``, W&B
+    offline, shrunk to about 30 s on 2 cores. Returns its root: the sweep in
+    ``multirun/wb`` (W&B group ``wb``), its SFT store in ``cache``. Job 0 trains SFT,
+    job 1 reuses it. Shared by the W&B run, dashboard and report tests; read only."""
+    pytest.importorskip("wandb")
+    root = tmp_path_factory.mktemp("wandb_sweep")
+    caps = [
+        "data.source.synthetic.num_users=40",
+        "sft.max_train_examples=16",
+        "po.max_train_examples=16",
+        "po.batch_size=4",
+        "eval.max_examples=4",
+        "eval.max_new_tokens=3",
+        "sft.max_epochs=1",
+        "po.max_epochs=1",
+        "runtime.trainer.log_every_n_steps=1",  # a training row per step (4 per job)
+    ]
+    args = ["-m", "+experiment=demo", "logger=wandb", "po.num_negatives=2,3"]
+    args += [f"hydra.sweep.dir={root / 'multirun' / 'wb'}", f"paths.cache_dir={root / 'cache'}"]
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(root / "wandb_dir"),
+    }
+    proc = run_train([*args, *caps], timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wandb run already in progress" not in proc.stderr
+    return root

@@ -11,14 +11,14 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from recpo.training.loggers import close_stage_loggers, job_group, run_name, wandb_group
-from tests.conftest import compose, run_train
+from tests.conftest import compose
 from tests.report.test_report_wandb import wandb_records
 
 
 def read_run(log: Path) -> dict:
     """What an offline ``run-*.wandb`` file says: the run record, the config, the final
-    summary (its updates applied in order) and the exit code."""
-    run, config, summary, exit_code = None, {}, {}, None
+    summary (its updates applied in order), the history rows and the exit code."""
+    run, config, summary, history, exit_code = None, {}, {}, [], None
     for record in wandb_records(log):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -30,37 +30,30 @@ def read_run(log: Path) -> dict:
             for item in record.summary.update:
                 key = item.key or "/".join(item.nested_key)
                 summary[key] = json.loads(item.value_json)
+        elif kind == "history":
+            history.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
         elif kind == "exit":
             exit_code = record.exit.exit_code
     assert run is not None, f"{log}: no run record"
-    return {"run": run, "config": config, "summary": summary, "exit_code": exit_code}
-
-
-def test_sweep_writes_one_run_per_job_and_stage(tmp_path):
-    """Two jobs differing in K: job 0 trains SFT, job 1 reuses it (and still gets an SFT
-    run holding the SFT evaluation)."""
-    pytest.importorskip("wandb")
-    sweep = tmp_path / "multirun" / "wb"
-    caps = [
-        "data.source.synthetic.num_users=40",
-        "sft.max_train_examples=16",
-        "po.max_train_examples=16",
-        "po.batch_size=4",
-        "eval.max_examples=4",
-        "eval.max_new_tokens=3",
-        "sft.max_epochs=1",
-        "po.max_epochs=1",
-    ]
-    args = ["-m", "+experiment=demo", "logger=wandb", "po.num_negatives=2,3"]
-    args += [f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}", *caps]
-    env = {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_DIR": str(tmp_path / "wandb_dir"),
+    return {
+        "run": run,
+        "config": config,
+        "summary": summary,
+        "history": history,
+        "exit_code": exit_code,
     }
-    proc = run_train(args, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "wandb run already in progress" not in proc.stderr
+
+
+def test_sweep_writes_one_run_per_job_and_stage(wandb_sweep):
+    """Two jobs differing in K: job 0 trains SFT, job 1 reuses it (and still gets an SFT
+    run holding the SFT evaluation). The preference run's summary also holds the SFT
+    evaluation (``sft/<key>``), and ``logger=wandb`` keeps the CSV log beside W&B."""
+    sweep = wandb_sweep / "multirun" / "wb"
     jobs = sorted(p.parent for p in sweep.rglob("results.json"))
     assert len(jobs) == 2
     assert len(list(sweep.rglob("offline-run-*"))) == 4
@@ -92,10 +85,27 @@ def test_sweep_writes_one_run_per_job_and_stage(tmp_path):
             assert {"test/hr@1", "test/gen_hr@1", "val/valid_ratio"} <= set(stage_results)
             for key, value in stage_results.items():
                 assert r["summary"][key] == pytest.approx(value), (job, stage, key)
+            sft_keys = {k for k in r["summary"] if k.startswith("sft/")}
+            if stage == "po":
+                sft_results = {
+                    f"sft/{k.split(':', 1)[1]}": v
+                    for k, v in results.items()
+                    if k.startswith("sft:")
+                }
+                assert sft_keys == set(sft_results)
+                for key, value in sft_results.items():
+                    assert r["summary"][key] == pytest.approx(value), (job, key)
+            else:
+                assert not sft_keys
             seen_names.add(r["run"].display_name)
+        # The CSV log beside W&B, with the training diagnostics.
+        for stage in ("sft", "po") if job == jobs[0] else ("po",):
+            assert (job / "logs" / stage / "metrics.csv").is_file(), (job, stage)
+        header = (job / "logs" / "po" / "metrics.csv").read_text().splitlines()[0]
+        assert "train/rewards/win_rate" in header.split(",")
     assert len(seen_names) == 4
     # Job 1 reused job 0's SFT model: one SFT model stored, two SFT runs.
-    assert len(list((tmp_path / "cache" / "sft").iterdir())) == 1
+    assert len([p for p in (wandb_sweep / "cache" / "sft").iterdir() if p.is_dir()]) == 1
 
 
 def test_group_and_name_outside_a_sweep(tmp_path):
@@ -166,7 +176,8 @@ def test_only_rank_zero_creates_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     cfg = compose(["+experiment=demo", "logger=wandb"], tmp_path)
-    (logger,) = make_loggers(cfg, "po")
+    loggers = make_loggers(cfg, "po")  # the CSV log and the W&B logger
+    (logger,) = [lg for lg in loggers if type(lg).__name__ == "WandbLogger"]
     assert "DummyExperiment" in type(logger.experiment).__name__
     close_stage_loggers(cfg, "po", {"test/hr@1": 0.5})
     close_stage_loggers(cfg, "sft", {"test/hr@1": 0.5})

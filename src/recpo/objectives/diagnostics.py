@@ -1,6 +1,7 @@
 """Detached scalar diagnostics of a preference batch, ready to log.
 
-Every function returns ``dict[str, Tensor]`` of 0-dim float32 tensors on the input's
+Every function returns ``dict[str, Tensor]`` keyed by the names of
+:mod:`recpo.metric_names`, of 0-dim float32 tensors on the input's
 device (no host synchronisation). Means over an empty set are 0.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recpo import metric_names as names
 from recpo.objectives.selection import STAGE_ALL, STAGE_CLUSTER, STAGE_VIOLATION
 
 
@@ -44,11 +46,11 @@ def reward_metrics(
     beats = chosen > rejected
     has_negative = valid.any(dim=-1)
     return {
-        "rewards/chosen": chosen_rewards.detach().float().mean(),
-        "rewards/rejected": masked_mean(rejected, valid),
-        "rewards/margin": masked_mean(chosen - rejected, valid),
-        "rewards/win_rate": masked_mean((beats | ~valid).all(dim=-1), has_negative),
-        "rewards/pairwise_accuracy": masked_mean(beats, valid),
+        names.REWARD_CHOSEN: chosen_rewards.detach().float().mean(),
+        names.REWARD_REJECTED: masked_mean(rejected, valid),
+        names.REWARD_MARGIN: masked_mean(chosen - rejected, valid),
+        names.REWARD_WIN_RATE: masked_mean((beats | ~valid).all(dim=-1), has_negative),
+        names.REWARD_PAIRWISE_ACCURACY: masked_mean(beats, valid),
     }
 
 
@@ -65,10 +67,10 @@ def boundary_metrics(
     gap = policy_chosen.detach()[:, None] - policy_rejected.detach()
     critical = gap <= 0
     return {
-        "boundary/critical_share": masked_mean(critical, valid),
-        "boundary/discriminative_share": masked_mean(~critical, valid),
-        "logps/chosen": policy_chosen.detach().float().mean(),
-        "logps/rejected": masked_mean(policy_rejected, valid),
+        names.CRITICAL_SHARE: masked_mean(critical, valid),
+        names.DISCRIMINATIVE_SHARE: masked_mean(~critical, valid),
+        names.LOGPS_CHOSEN: policy_chosen.detach().float().mean(),
+        names.LOGPS_REJECTED: masked_mean(policy_rejected, valid),
     }
 
 
@@ -83,13 +85,13 @@ def selection_metrics(selected: Tensor, stage: Tensor | None, valid: Tensor) -> 
     """
     rows = valid.any(dim=-1)
     metrics = {
-        "select/count": masked_mean(selected.sum(dim=-1), rows),
-        "select/share": masked_mean(selected, valid),
+        names.SELECT_COUNT: masked_mean(selected.sum(dim=-1), rows),
+        names.SELECT_SHARE: masked_mean(selected, valid),
     }
     if stage is not None:
-        metrics["select/stage1_share"] = masked_mean(stage == STAGE_VIOLATION, rows)
-        metrics["select/stage2_share"] = masked_mean(stage == STAGE_CLUSTER, rows)
-        metrics["select/all_share"] = masked_mean(stage == STAGE_ALL, rows)
+        metrics[names.SELECT_STAGE1_SHARE] = masked_mean(stage == STAGE_VIOLATION, rows)
+        metrics[names.SELECT_STAGE2_SHARE] = masked_mean(stage == STAGE_CLUSTER, rows)
+        metrics[names.SELECT_ALL_SHARE] = masked_mean(stage == STAGE_ALL, rows)
     return metrics
 
 
@@ -105,8 +107,8 @@ def beta_metrics(
         selected: ``(B, K)`` bool.
     """
     return {
-        "beta/mean": masked_mean(beta, selected),
-        "beta/std": masked_std(beta, selected),
-        "delta/p_mean": masked_mean(delta_p, selected),
-        "delta/n_mean": masked_mean(delta_n, selected),
+        names.BETA_MEAN: masked_mean(beta, selected),
+        names.BETA_STD: masked_std(beta, selected),
+        names.DELTA_P_MEAN: masked_mean(delta_p, selected),
+        names.DELTA_N_MEAN: masked_mean(delta_n, selected),
     }

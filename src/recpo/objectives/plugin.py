@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from recpo import metric_names as names
 from recpo.objectives.beta import BetaDPOState, beta_dpo_beta
 from recpo.objectives.beta import dynamic_beta as dual_margin_beta
 from recpo.objectives.diagnostics import beta_metrics, masked_mean, masked_std, selection_metrics
@@ -224,8 +225,8 @@ class BetaDPO(BoundarySelector, DMPO):
         )
         beta = torch.where(selected, batch.beta, 0.0).to(rejected.dtype)
         metrics = {
-            "beta/mean": masked_mean(beta, selected),
-            "beta/std": masked_std(beta, selected),
+            names.BETA_MEAN: masked_mean(beta, selected),
+            names.BETA_STD: masked_std(beta, selected),
             "beta_dpo/threshold": batch.threshold.detach().float(),
             "beta_dpo/kept_share": masked_mean(batch.keep, rows),
         }

@@ -17,9 +17,10 @@ import torch
 from torchmetrics import MeanMetric
 
 from recpo.evaluation.metrics import ranking_metrics
+from recpo.metric_names import HR1, RANK_METRICS, split_key
 from recpo.models.scoring import score_answers
 
-RANK_KEYS = ("hr@1", "hr@5", "ndcg@5")
+RANK_KEYS = RANK_METRICS
 
 
 class LLMStage(L.LightningModule):
@@ -67,7 +68,7 @@ class LLMStage(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         for key in RANK_KEYS:
             metric = self.val_metrics[key.replace("@", "_at_")]
-            self.log(f"val/{key}", metric.compute(), prog_bar=key == "hr@1")
+            self.log(split_key("val", key), metric.compute(), prog_bar=key == HR1)
             metric.reset()
 
     def on_fit_start(self) -> None:

@@ -4,7 +4,12 @@ Every (job, stage) is its own W&B run: ``group`` shared by the jobs of one sweep
 run's own folder for a single run, see :func:`wandb_group`), ``job_type`` the stage, a
 name read from the job's overrides, the whole config. The run stays open through the
 stage's evaluation and is closed by :func:`close_stage_loggers`, which writes the
-evaluation metrics to its summary. Only rank 0 creates runs.
+evaluation metrics to its summary (the preference stage's summary also holds the SFT
+stage's, under ``sft/``, so that a table of preference runs shows both). Only rank 0
+creates runs.
+
+``logger=wandb`` keeps the CSV log beside W&B (``conf/logger/wandb.yaml``): the report
+reads training curves from ``logs/<stage>/metrics.csv``.
 
 A stage that resumes from its checkpoint keeps the CSV rows its earlier attempt logged
 (Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts).
@@ -20,8 +25,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from recpo.metric_names import sft_summary_key
+
 # W&B loggers of stages not closed yet: (run folder, stage) -> loggers.
 _OPEN: dict[tuple[str, str], list[Any]] = {}
+# The SFT stage's evaluation of each run folder, until its preference stage is closed.
+_SFT_METRICS: dict[str, dict[str, float]] = {}
 # Top folders of run folders: a group is the path below the last of them.
 _RUN_ROOTS = ("multirun", "outputs")
 
@@ -153,11 +162,20 @@ def close_stage_loggers(
     cfg: DictConfig, stage: str, metrics: dict[str, float], failed: bool = False
 ) -> None:
     """End ``stage``'s W&B runs: ``metrics`` (the stage's evaluation, e.g. ``test/hr@1``)
-    into each run's summary, then finish it. A stage that trained nothing here (a
-    reused SFT result) gets its own run first. Nothing on ranks other than 0 or
-    without a W&B logger."""
+    into each run's summary, then finish it. The ``po`` stage's summary also gets the
+    ``sft`` stage's metrics closed earlier in this process for the same run folder, as
+    ``sft/<key>`` (:func:`recpo.metric_names.sft_summary_key`). A stage that trained
+    nothing here (a reused SFT result) gets its own run first. Nothing on ranks other
+    than 0 or without a W&B logger."""
     if not is_rank_zero():
         return
+    folder = _key(cfg, stage)[0]
+    summary = {k: float(v) for k, v in metrics.items()}
+    if stage == "sft":
+        _SFT_METRICS[folder] = summary
+    elif stage == "po":
+        sft = _SFT_METRICS.pop(folder, {})
+        summary.update({sft_summary_key(k): v for k, v in sft.items()})
     loggers = _OPEN.pop(_key(cfg, stage), None)
     if loggers is None:
         loggers = make_loggers(cfg, stage, wandb_only=True)
@@ -168,7 +186,7 @@ def close_stage_loggers(
 
     for logger in loggers:
         run = logger.experiment
-        run.summary.update({k: float(v) for k, v in metrics.items()})
+        run.summary.update(summary)
         run.finish(exit_code=1 if failed else 0)
     if not _OPEN and wandb.run is None:
         # An offline run's log file is complete only once W&B's service has stopped

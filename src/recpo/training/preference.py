@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from recpo.metric_names import LOSS, train_key
 from recpo.objectives.types import ObjectiveOutput, PreferenceLogps
 from recpo.training.common import LLMStage
 
@@ -120,10 +121,11 @@ class PreferenceModule(LLMStage):
         out = self.objective(logps)
         loss = out.losses.mean()
         b = logps.batch_size
-        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log(train_key(LOSS), loss, prog_bar=True, batch_size=b)
         # Every objective reports rewards, log-probs, boundary shares (and, for the
-        # DynamicPO family, selection and beta statistics) as detached scalars.
-        self.log_dict({f"train/{k}": v.float() for k, v in out.metrics.items()}, batch_size=b)
+        # DynamicPO family, selection and beta statistics) as detached scalars, named
+        # in recpo.metric_names.
+        self.log_dict({train_key(k): v.float() for k, v in out.metrics.items()}, batch_size=b)
         return loss
 
 
