@@ -188,6 +188,9 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
     split = "test" if "test" in cfg.eval.splits else cfg.eval.splits[-1]
     names = {"sft": "SFT", "po": cfg.objective._target_.rsplit(".", 1)[-1]}
     table = summary_table({names[tag]: m for tag, m in results.items()}, split)
-    print(f"\n{table}\n(random HitRatio@1 = {1 / dm.num_candidates:.3f})")
+    print(
+        f"\n{table}\n(candidates={cfg.data.candidates}; "
+        f"random HitRatio@1 = {1 / dm.num_candidates:.3f})"
+    )
     print(f"run folder: {cfg.paths.output_dir}")
     return metrics

@@ -72,7 +72,8 @@ FACTORS: dict[str, Factor] = {
     "seed": Factor(("seed",), what="the seed"),
     "stages": Factor(("stages",), None),
     "task": Factor(("task._target_",), None),
-    "baseline": Factor(("baseline.model._target_",), None),
+    # A trained baseline's model, or a model-free baseline's scorer (the list oracle).
+    "baseline": Factor(("baseline.model._target_", "baseline.scorer._target_"), None),
 }
 # The objective's config name (conf/objective/NAME.yaml) from its ``_target_``, whether the
 # target is the function (recpo.objectives.plugin.dynamicpo_sdpo) or the class
@@ -370,7 +371,11 @@ def job_entries(job: Job) -> list[Entry]:
             if f"{split}/hr@1" in metrics:
                 metrics.setdefault(f"{split}/gen_hr@1", metrics[f"{split}/hr@1"])
                 metrics.setdefault(f"{split}/valid_ratio", 1.0)
-        name = _short(factors["baseline"]) if factors["baseline"] else "baseline"
+        name = (
+            _short(factors["baseline"]).removesuffix("_scores")
+            if factors["baseline"]
+            else "baseline"
+        )
         settings = {k: v for k, v in job.settings.items() if _under(k, _BASELINE_SUBTREES)}
         base = {**factors, "backbone": None, "tokenizer": None, "stages": None}
         return [Entry(job, "baseline", name, base, settings, metrics)]

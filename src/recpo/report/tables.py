@@ -10,6 +10,7 @@ the table's conditions, so a row never merges different settings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -37,7 +38,8 @@ from recpo.report.collect import (
     sort_key,
     training_stat,
 )
-from recpo.report.rows import ROW_METRICS, RowOutcomes, compare, row_outcomes
+from recpo.report.rows import ROW_METRICS, RowOutcomes, RowTest, compare, row_outcomes
+from recpo.report.stats import SeedTests, holm, seed_tests
 
 CONTEXT_TITLES = {
     "backbone": "backbone",
@@ -68,6 +70,17 @@ def show(value) -> str:
     return str(value)
 
 
+def protocol_note(conditions: list[Condition]) -> str:
+    """Which candidate protocol (``data.candidates``) the conditions' figures come from:
+    under ``published`` the lists reveal the target (the README's Data section)."""
+    values = sorted({show(c.factors.get("candidates")) for c in conditions} - {"–"})
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"Candidate lists (`data.candidates`): {values[0]}. "
+    return f"Candidate lists (`data.candidates`): {', '.join(values)}, named in each row. "
+
+
 @dataclass
 class Table:
     """A table: row-label columns, then one cell per (dataset, metric)."""
@@ -93,6 +106,9 @@ class Table:
                     record[f"{dataset}/{self.split}/{metric}/mean"] = stat.mean
                     record[f"{dataset}/{self.split}/{metric}/std"] = stat.std
                     record[f"{dataset}/{self.split}/{metric}/n"] = stat.n
+                    if isinstance(stat, PairedStat):
+                        for name, value in stat.columns().items():
+                            record[f"{dataset}/{self.split}/{metric}/{name}"] = value
             records.append(record)
         return pd.DataFrame.from_records(records)
 
@@ -182,6 +198,7 @@ def build_table(
             for m in metrics
         }
         table_rows.append((list(key), cells))
+    note = protocol_note(conditions) + note
     table = Table(name, title, note, columns, table_rows, datasets, metrics, split)
     if titles:
         table.titles = titles
@@ -339,16 +356,62 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not math.isnan(value)
 
 
-def paired_stat(cond: Condition, split: str, metric: str) -> Stat:
+def sft_differences(cond: Condition, split: str, metric: str) -> list[float]:
     """The condition's result minus the SFT result of the same job (the model it
-    started from), seed by seed, then mean ± std over the seeds."""
+    started from), one value per seed."""
     values = []
     for entry in cond.entries:
         mine = entry.metrics.get(f"{split}/{metric}")
         sft = (entry.job.results or {}).get(f"sft:{split}/{metric}")
         if _finite(mine) and _finite(sft):
             values.append(mine - sft)
-    return Stat.of(values)
+    return values
+
+
+def paired_stat(cond: Condition, split: str, metric: str) -> Stat:
+    """Mean ± std over the seeds of :func:`sft_differences`."""
+    return Stat.of(sft_differences(cond, split, metric))
+
+
+@dataclass(frozen=True)
+class PairedStat(Stat):
+    """Mean ± std of per-seed differences, with their seed-level tests and the paired
+    t-test's Holm-adjusted p within its family (:data:`FAMILY_NOTE`)."""
+
+    tests: SeedTests | None = None
+    family: tuple[str, ...] = ()
+    p_t_holm: float = math.nan
+
+    @classmethod
+    def of_differences(cls, values: list[float], family: tuple[str, ...]) -> PairedStat:
+        stat = Stat.of(values)
+        return cls(stat.mean, stat.std, stat.n, seed_tests(values), family)
+
+    def text(self) -> str:
+        base = super().text()
+        t = self.tests
+        if t is None:
+            return base
+        return (
+            f"{base}; t p={t.p_t:.2g}, Holm {self.p_t_holm:.2g}; "
+            f"sign +{t.positive}/−{t.negative} p={t.p_sign:.2g}"
+        )
+
+    def columns(self) -> dict[str, float]:
+        """The seed-level tests as CSV cells (NaN below two seeds)."""
+        t = self.tests
+        if t is None:
+            return dict.fromkeys(
+                ("t", "p_t", "p_t_holm", "sign_pos", "sign_neg", "p_sign"), math.nan
+            )
+        return {
+            "t": t.t,
+            "p_t": t.p_t,
+            "p_t_holm": self.p_t_holm,
+            "sign_pos": t.positive,
+            "sign_neg": t.negative,
+            "p_sign": t.p_sign,
+        }
 
 
 # Objective settings a variant may change against the full method it is paired with:
@@ -458,13 +521,15 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
     def cell(cond: Condition, metric: str) -> Stat:
         name = against[id(cond)]
         if name == "SFT":
-            return paired_stat(cond, split, metric)
-        values = []
-        for entry in cond.entries:
-            mine, theirs = entry.metrics.get(f"{split}/{metric}"), other(entry, name, metric)
-            if _finite(mine) and _finite(theirs):
-                values.append(mine - theirs)
-        return Stat.of(values)
+            values = sft_differences(cond, split, metric)
+        else:
+            values = []
+            for entry in cond.entries:
+                mine = entry.metrics.get(f"{split}/{metric}")
+                theirs = other(entry, name, metric)
+                if _finite(mine) and _finite(theirs):
+                    values.append(mine - theirs)
+        return PairedStat.of_differences(values, _family(cond, name))
 
     table = build_table(
         "paired",
@@ -472,13 +537,31 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
         "Each row: the method minus the model named in `minus`, seed by seed (the same SFT "
         "model; for a plain objective, or the full method an ablation or Top-K is compared "
         "with, the job with the same settings and seed), then mean ± sample std of the "
-        "differences over the seeds.",
+        "differences over the seeds. Seed-level tests, each seed one observation: t p = "
+        "two-sided paired t-test of the differences (n − 1 degrees of freedom), Holm = that "
+        "p adjusted within its family; sign = seeds above / below 0 and the two-sided exact "
+        "sign test (with 3 seeds it is never below 0.25). " + FAMILY_NOTE,
         rows,
         lambda c: {"method": c.method, "minus": against[id(c)]},
         split,
         cell=cell,
     )
+    _adjust_seed_tests(table)
     return table, ""
+
+
+def _adjust_seed_tests(table: Table) -> None:
+    """Fill in each cell's Holm-adjusted paired-t p, over the cells of its family."""
+    where: dict[tuple[str, ...], list[tuple[int, tuple[str, str]]]] = {}
+    for r, (_, cells) in enumerate(table.rows):
+        for key, stat in cells.items():
+            if isinstance(stat, PairedStat) and stat.tests is not None:
+                where.setdefault(stat.family, []).append((r, key))
+    for members in where.values():
+        ps = [table.rows[r][1][key].tests.p_t for r, key in members]
+        for (r, key), adjusted in zip(members, holm(ps), strict=True):
+            cells = table.rows[r][1]
+            cells[key] = dataclasses.replace(cells[key], p_t_holm=adjusted)
 
 
 @dataclass
@@ -503,10 +586,33 @@ class TextTable:
         return f"**{self.title}**. {self.note}\n\n" + "\n".join(lines) + "\n"
 
 
+# Settings that split tests into separate Holm families: a family holds the tests against
+# one reference on the same rows (dataset, candidate lists, backbone); every method, K, α,
+# γ, seed and metric within it is one more test of the family.
+FAMILY_FACTORS = ("dataset", "backbone", "tokenizer", "candidates", "stages")
+FAMILY_NOTE = (
+    "Holm family: every test against the same reference (`minus`) on the same rows (one "
+    "dataset, candidate protocol and backbone), over all methods, settings (K, α, γ, ...), "
+    "seeds and metrics of the table; the Holm-adjusted p controls the chance of any false "
+    "rejection in the family."
+)
+
+
+def _family(cond: Condition, name: str) -> tuple[str, ...]:
+    return (name, *(show(cond.factors.get(n)) for n in FAMILY_FACTORS))
+
+
+def _family_labels(families: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """A short name for each family: the reference and the family settings that vary."""
+    varying = [i for i in range(1, len(FAMILY_FACTORS) + 1) if len({f[i] for f in families}) > 1]
+    return {f: " · ".join([f"vs {f[0]}", *(f[i] for i in varying)]) for f in families}
+
+
 def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable | None, str]:
     """The comparisons of the paired table, row by row for each seed: rows won and lost
-    (right in one model and wrong in the other) and the exact McNemar p-value, from the
-    jobs' per-row predictions."""
+    (right in one model and wrong in the other), the exact McNemar p-value, from the
+    jobs' per-row predictions, and the Holm-adjusted p within its family
+    (:data:`FAMILY_NOTE`)."""
     po = [c for c in conditions if c.stage == "po"]
     why = "Row-level tests skipped: "
     if not po:
@@ -518,7 +624,9 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
     datasets = sorted({str(c.factors["dataset"]) for c in po})
     columns = ["method", "minus", *(["dataset"] if len(datasets) > 1 else [])]
     columns += [CONTEXT_TITLES[n] for n in context] + ["seed", "rows"]
-    columns += [f"{METRICS[m]} won / lost (p)" for m in ROW_METRICS]
+    for m in ROW_METRICS:
+        columns += [f"{METRICS[m]} won / lost (p)", f"{METRICS[m]} p Holm"]
+    columns.append("Holm family (tests)")
     read: dict[tuple[Path, str], RowOutcomes | None] = {}
 
     def outcomes(job: Path, stage: str) -> RowOutcomes | None:
@@ -528,7 +636,7 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
             read[(job, stage)] = row_outcomes(job, stage, split)
         return read[(job, stage)]
 
-    rows: list[tuple[tuple, list[str]]] = []
+    found: list[tuple[tuple, list[str], list[RowTest | None], tuple[str, ...]]] = []
     for cond, name in pairs:
         for entry in cond.entries:
             mine = outcomes(entry.job.path, "po")
@@ -547,21 +655,40 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
             label += [str(cond.factors["dataset"])] if len(datasets) > 1 else []
             label += [show(cond.factors.get(n)) for n in context]
             label += [show(entry.seed), str(counted)]
-            cells = ["–" if t is None else t.text() for t in tests]
             order = (sort_key(cond), _minus_rank(name), _orderable(entry.seed))
-            rows.append((order, label + cells))
-    if not rows:
+            found.append((order, label, tests, _family(cond, name)))
+    if not found:
         return None, why + (
             "no job has per-row predictions (eval/<stage>/<split>_predictions.jsonl or the "
             "exported <split>_hits.json)"
         )
+    # Holm within each family, over every test of it (all rows and both metrics).
+    members: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+    for r, (_, _, tests, family) in enumerate(found):
+        for j, t in enumerate(tests):
+            if t is not None:
+                members.setdefault(family, []).append((r, j))
+    adjusted: dict[tuple[int, int], float] = {}
+    for where in members.values():
+        for key, value in zip(where, holm([found[r][2][j].p for r, j in where]), strict=True):
+            adjusted[key] = value
+    names = _family_labels(list(members))
+    rows = []
+    for r, (order, label, tests, family) in enumerate(found):
+        cells = []
+        for j, t in enumerate(tests):
+            cells += ["–", "–"] if t is None else [t.text(), f"{adjusted[(r, j)]:.2g}"]
+        rows.append((order, [*label, *cells, f"{names[family]} ({len(members[family])})"]))
     rows.sort(key=lambda r: r[0])
     note = (
-        f"Dataset {datasets[0]}, {split} split. " if len(datasets) == 1 else f"{split} split. "
-    ) + (
-        "Each row: one seed of the method against the model named in `minus` on the same "
-        "rows; won = rows this method gets right and the other wrong, lost = the reverse; "
-        "p = exact two-sided McNemar test on those rows."
+        (f"Dataset {datasets[0]}, {split} split. " if len(datasets) == 1 else f"{split} split. ")
+        + protocol_note(po)
+        + (
+            "Each row: one seed of the method against the model named in `minus` on the same "
+            "rows; won = rows this method gets right and the other wrong, lost = the reverse; "
+            "p = exact two-sided McNemar test on those rows; p Holm = the same p adjusted by "
+            "Holm's step-down procedure within its family. " + FAMILY_NOTE
+        )
     )
     return TextTable("row_tests", "Row-level tests", note, columns, [r[1] for r in rows]), ""
 
