@@ -45,9 +45,10 @@ def no_key(monkeypatch):
 
 def test_layout_follows_the_varied_settings():
     """A negatives sweep on one dataset: a section per K, series per objective; seeds
-    never split a series."""
+    never split a series, nor do the settings only DynamicPO has (α, γ, switches)."""
+    dynamicpo = {"alpha": 0.5, "gamma": 6.0, "stage1": True, "stage2": True, "dynamic_beta": True}
     runs = [
-        settings(num_negatives=k, objective=o, seed=s)
+        settings(num_negatives=k, objective=o, seed=s, **(dynamicpo if o == DYNAMICPO else {}))
         for k in (15, 1, 3)
         for o in (DMPO, DYNAMICPO)
         for s in (0, 1)

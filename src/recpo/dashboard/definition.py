@@ -8,7 +8,7 @@ aggregated as mean ± std. Every metric name comes from :mod:`recpo.metric_names
 
 The serialised form is the one W&B stores: the workspace's ``View`` and the report's
 ``ReportViewspec`` (``wandb_workspaces`` pydantic models, camel-case JSON), so a
-definition written offline is pushed unchanged (:func:`push`).
+definition written offline is saved unchanged later (:meth:`Definition.save`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from recpo import metric_names as names
 
 FORMAT = "recpo-dashboard/1"
 PO_STAGE = "po"
-SFT_STAGE = "sft"
 
 # Settings the dashboard splits or groups by: name -> where a run's config holds it
 # (the first path of recpo.report.collect.FACTORS, the current config layout).
@@ -35,16 +34,21 @@ TABLE_SETTINGS = ("objective", NEGATIVES, "alpha", "gamma", "seed", "candidates"
 
 # Training curves: (title, y keys, x key, smoothed). The y keys are what the training
 # step logs (train/<diagnostic>) and what the validation loop logs every epoch.
-T = names.train_key
+_train = names.train_key
 LINE_PANELS: tuple[tuple[str, tuple[str, ...], str, bool], ...] = (
-    ("Reward win rate (Fig. 4b)", (T(names.REWARD_WIN_RATE),), names.STEP, True),
-    ("Reward margin", (T(names.REWARD_MARGIN),), names.STEP, True),
-    ("Pairwise reward accuracy", (T(names.REWARD_PAIRWISE_ACCURACY),), names.STEP, True),
-    ("Boundary-critical share (Fig. 3)", (T(names.CRITICAL_SHARE),), names.STEP, True),
-    ("Model-discriminative share (Fig. 3)", (T(names.DISCRIMINATIVE_SHARE),), names.STEP, True),
-    ("Negatives selected per example", (T(names.SELECT_COUNT),), names.STEP, True),
-    ("β mean", (T(names.BETA_MEAN),), names.STEP, True),
-    ("β std", (T(names.BETA_STD),), names.STEP, True),
+    ("Reward win rate (Fig. 4b)", (_train(names.REWARD_WIN_RATE),), names.STEP, True),
+    ("Reward margin", (_train(names.REWARD_MARGIN),), names.STEP, True),
+    ("Pairwise reward accuracy", (_train(names.REWARD_PAIRWISE_ACCURACY),), names.STEP, True),
+    ("Boundary-critical share (Fig. 3)", (_train(names.CRITICAL_SHARE),), names.STEP, True),
+    (
+        "Model-discriminative share (Fig. 3)",
+        (_train(names.DISCRIMINATIVE_SHARE),),
+        names.STEP,
+        True,
+    ),
+    ("Negatives selected per example", (_train(names.SELECT_COUNT),), names.STEP, True),
+    ("β mean", (_train(names.BETA_MEAN),), names.STEP, True),
+    ("β std", (_train(names.BETA_STD),), names.STEP, True),
     ("val/hr@1 per epoch", (names.split_key("val", names.HR1),), names.EPOCH, False),
 )
 # Workspace sections: (name, titles of LINE_PANELS).
@@ -106,11 +110,16 @@ class Layout:
         if not runs:
             raise ValueError("no preference-optimization runs to build a dashboard for")
 
-        def values(name: str) -> list[Any]:
-            found = {json.dumps(r.get(name), sort_keys=True) for r in runs}
-            return sorted((json.loads(v) for v in found), key=_orderable)
+        def varies(name: str, within: str | None = None) -> bool:
+            # A setting varies when two runs of one ``within`` value differ in it: an
+            # objective setting that only DynamicPO has (α) does not split DMPO from it.
+            seen: dict[str, set[str]] = {}
+            for r in runs:
+                key = json.dumps(r.get(within)) if within else ""
+                seen.setdefault(key, set()).add(json.dumps(r.get(name), sort_keys=True))
+            return any(len(values) > 1 for values in seen.values())
 
-        varying = {n for n in (*FACETS, *SERIES) if len(values(n)) > 1}
+        varying = {n for n in FACETS if varies(n)} | {n for n in SERIES if varies(n, "objective")}
         facets = (*(n for n in FACETS if n in varying), NEGATIVES)
         series = ("objective", *(n for n in SERIES[1:] if n in varying))
         combos = {tuple(json.dumps(r.get(n)) for n in facets) for r in runs}
