@@ -103,10 +103,14 @@ def _markdown(report: Report, command: str | None) -> str:
                 if len(protocols) == 1
                 else " (each table names it per row, each figure per panel)."
             )
-            + " Under `published` each list is a function of the row's history, target and "
-            "catalogue, and reveals the target: a model-free list oracle reaches HitRatio@1 "
-            "1.0 (README, Data). A figure under `published` measures in part how much of that "
-            "mapping a model learned.",
+            + (
+                " Under `published` each list is a function of the row's history, target "
+                "and catalogue, and reveals the target: a model-free list oracle reaches "
+                "HitRatio@1 1.0 (README, Data). A figure under `published` measures in part "
+                "how much of that mapping a model learned."
+                if "published" in protocols
+                else ""
+            ),
         ]
     varying = study.varying()
     if varying:

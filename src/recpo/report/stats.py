@@ -71,6 +71,11 @@ def student_t_two_sided(t: float, df: int) -> float:
     return min(1.0, max(0.0, 1.0 - inside))
 
 
+# A spread of per-seed differences at or below this is none: metric differences are
+# multiples of 1 / rows (>= 1e-5), rounding of equal differences leaves ~1e-17.
+NO_SPREAD = 1e-12
+
+
 @dataclass(frozen=True)
 class SeedTests:
     """Seed-level tests of one paired difference (one value per seed).
@@ -79,7 +84,9 @@ class SeedTests:
         n: Seeds.
         t: Paired t statistic, mean / (sample std / sqrt(n)); ±inf when every seed
             gives the same non-zero difference, 0 when every difference is 0.
-        p_t: Two-sided p of ``t`` with n - 1 degrees of freedom.
+        p_t: Two-sided p of ``t`` with n - 1 degrees of freedom; NaN when every seed
+            gives the same non-zero difference (no spread: the t-test is undefined, and
+            a discrete metric makes this happen, e.g. each seed losing the same 2 rows).
         positive: Seeds with a difference above 0.
         negative: Seeds with a difference below 0 (seeds at exactly 0 are dropped).
         p_sign: Two-sided exact sign test, Binomial(positive + negative, 1/2).
@@ -99,17 +106,19 @@ def seed_tests(differences: Sequence[float]) -> SeedTests | None:
     if n < 2:
         return None
     mean = sum(differences) / n
-    var = sum((d - mean) ** 2 for d in differences) / (n - 1)
-    if var == 0.0:
-        t = 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
+    std = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    if std <= NO_SPREAD:
+        t = 0.0 if abs(mean) <= NO_SPREAD else math.copysign(math.inf, mean)
+        p_t = 1.0 if t == 0.0 else math.nan
     else:
-        t = mean / math.sqrt(var / n)
+        t = mean / (std / math.sqrt(n))
+        p_t = student_t_two_sided(t, n - 1)
     positive = sum(d > 0 for d in differences)
     negative = sum(d < 0 for d in differences)
     return SeedTests(
         n=n,
         t=t,
-        p_t=student_t_two_sided(t, n - 1),
+        p_t=p_t,
         positive=positive,
         negative=negative,
         p_sign=mcnemar_exact(positive, negative),

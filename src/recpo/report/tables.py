@@ -392,10 +392,12 @@ class PairedStat(Stat):
         t = self.tests
         if t is None:
             return base
-        return (
-            f"{base}; t p={t.p_t:.2g}, Holm {self.p_t_holm:.2g}; "
-            f"sign +{t.positive}/−{t.negative} p={t.p_sign:.2g}"
+        t_text = (
+            "t undefined (same difference in every seed)"
+            if math.isnan(t.p_t)
+            else f"t p={t.p_t:.2g}, Holm {self.p_t_holm:.2g}"
         )
+        return f"{base}; {t_text}; sign +{t.positive}/−{t.negative} p={t.p_sign:.2g}"
 
     def columns(self) -> dict[str, float]:
         """The seed-level tests as CSV cells (NaN below two seeds)."""
@@ -555,7 +557,7 @@ def _adjust_seed_tests(table: Table) -> None:
     where: dict[tuple[str, ...], list[tuple[int, tuple[str, str]]]] = {}
     for r, (_, cells) in enumerate(table.rows):
         for key, stat in cells.items():
-            if isinstance(stat, PairedStat) and stat.tests is not None:
+            if isinstance(stat, PairedStat) and stat.tests and not math.isnan(stat.tests.p_t):
                 where.setdefault(stat.family, []).append((r, key))
     for members in where.values():
         ps = [table.rows[r][1][key].tests.p_t for r, key in members]
