@@ -150,10 +150,10 @@ def po_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone, sft_path: Path 
     policy = po_policy(cfg, sft_path, base)
     po_dm = dm.for_stage(**stage_data_args(cfg, "po"))
     fit_po(cfg, po_dm, policy)
+    out = Path(cfg.paths.output_dir) / "eval" / "po"
+    metrics = evaluate_model(cfg, policy.model, policy.tokenizer, po_dm, out)  # every rank
     if not is_rank_zero():
         return {}
-    out = Path(cfg.paths.output_dir) / "eval" / "po"
-    metrics = evaluate_model(cfg, policy.model, policy.tokenizer, po_dm, out)
     close_stage_loggers(cfg, "po", metrics)
     return metrics
 

@@ -148,7 +148,7 @@ def test_ddp_jobs_inside_a_multirun_sweep(tmp_path):
         saved = (path.parent / "config.yaml").read_text()
         assert f"seed: {seed}" in saved
         for split in ("val", "test"):
-            assert metrics[f"{split}/rows"] == 8  # full split, evaluated once on rank 0
+            assert metrics[f"{split}/rows"] == 8  # full split, shared by the ranks, gathered once
             assert 0 <= metrics[f"po:{split}/hr@1"] <= 1 and 0 <= metrics[f"sft:{split}/hr@1"] <= 1
 
 

@@ -22,6 +22,7 @@ the rows and writes the records with :func:`write_predictions`;
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,13 @@ from recpo.models.scoring import (
     score_answers,
     score_answers_shared,
 )
+from recpo.training.distributed import gather_to_rank_zero, rank_and_world
+from recpo.training.loggers import is_rank_zero
+
+log = logging.getLogger(__name__)
 
 MATCHERS = ("substring", "strict")
+PROTOCOLS = ("ranking", "generation")  # eval.protocols
 
 Sums = dict[str, float]
 
@@ -223,6 +229,27 @@ class _Progress:
             self.path.unlink(missing_ok=True)
 
 
+def shard_batches(loader: Any, rank: int, world_size: int) -> tuple[list[int], Any]:
+    """The batches of ``loader`` (in order, not shuffled) that ``rank`` of ``world_size``
+    evaluates: every ``world_size``-th from ``rank``, each with the rows one process
+    would put in it. Returns their indices and a loader over them."""
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+    if world_size == 1:
+        return list(range(len(loader))), loader
+    if not isinstance(loader.sampler, SequentialSampler):
+        raise ValueError("sharded evaluation needs an evaluation loader in row order")
+    batches = list(BatchSampler(loader.sampler, loader.batch_size, drop_last=False))
+    own = list(range(rank, len(batches), world_size))
+    shard = DataLoader(
+        loader.dataset,
+        batch_sampler=[batches[i] for i in own],
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+    )
+    return own, shard
+
+
 def evaluate_split(
     model: Any,
     tokenizer: Any,
@@ -241,12 +268,19 @@ def evaluate_split(
     CPU) resumes after the last finished batch when run again with the same model,
     settings and rows; batches stored under other settings are computed again.
 
+    In an open process group (after a multi-device fit) each rank evaluates every
+    ``world``-th batch (:func:`shard_batches`) with its own progress file
+    (``{split}_progress.rank<r>of<world>.jsonl``); rank 0 gathers the batches and adds
+    them up in row order, so metrics and predictions are those of one process.
+
     Returns:
         Metrics keyed ``{split}/<name>``: the protocols' sums over the rows divided by
-        the number of rows (``nested_rows`` stays a count), and ``{split}/rows``.
+        the number of rows (``nested_rows`` stays a count), and ``{split}/rows``
+        (``{}`` on ranks other than 0).
     """
     if matcher not in MATCHERS:
         raise ValueError(f"eval.matcher must be one of {MATCHERS}, got {matcher!r}")
+    rank, world = rank_and_world()
     header = {
         "split": split,
         "protocols": list(protocols),
@@ -255,19 +289,32 @@ def evaluate_split(
         "scoring": scoring,
         "model": _fingerprint(model),
     }
-    progress = _Progress(None if out_dir is None else out_dir / f"{split}_progress.jsonl", header)
+    name = f"{split}_progress.jsonl"
+    if world > 1:
+        header["shard"] = [rank, world]
+        name = f"{split}_progress.rank{rank}of{world}.jsonl"
+    progress = _Progress(None if out_dir is None else out_dir / name, header)
     stored = progress.batches
-    sums: Sums = {}
-    records: list[dict] = []
+    indices, shard = shard_batches(loader, rank, world)
+    if world > 1:
+        log.info(
+            "evaluating %s on rank %d of %d: %d of %d batches",
+            split,
+            rank,
+            world,
+            len(indices),
+            len(loader),
+        )
+    done: list[tuple[int, Sums, list[dict]]] = []  # (batch index, sums, records)
     was_training = model.training
     model.eval()
     try:
         reusing = True  # still taking batches from the progress file
-        for i, batch in enumerate(tqdm(loader, desc=f"eval {split}", leave=False)):
+        batches = tqdm(shard, desc=f"eval {split}", leave=False, disable=rank != 0)
+        for i, (index, batch) in enumerate(zip(indices, batches)):
             rows = json.loads(json.dumps(list(batch["rows"])))
             if reusing and i < len(stored) and stored[i]["rows"] == rows:
-                _merge(sums, [], (stored[i]["sums"], []))
-                records.extend(stored[i]["records"])
+                done.append((index, stored[i]["sums"], stored[i]["records"]))
                 continue
             if reusing:  # keep the batches reused so far, compute the rest
                 reusing = False
@@ -284,10 +331,21 @@ def evaluate_split(
                 )
                 _merge(batch_sums, batch_records, generation)
             progress.add(rows, batch_sums, batch_records)
-            _merge(sums, [], (batch_sums, []))
-            records.extend(batch_records)
+            done.append((index, batch_sums, batch_records))
     finally:
         model.train(was_training)
+    shards = gather_to_rank_zero(done)
+    progress.finish()
+    if shards is None:
+        return {}
+    sums: Sums = {}
+    records: list[dict] = []
+    # Added up in row order, as one process adds them.
+    for _, batch_sums, batch_records in sorted(
+        (b for part in shards for b in part), key=lambda b: b[0]
+    ):
+        _merge(sums, [], (batch_sums, []))
+        records.extend(batch_records)
     n = len(records)
     metrics = {
         f"{split}/{k}": (v if k == "nested_rows" else v / max(n, 1)) for k, v in sums.items()
@@ -295,7 +353,6 @@ def evaluate_split(
     metrics[f"{split}/rows"] = n
     if out_dir is not None:
         write_predictions(records, out_dir / f"{split}_predictions.jsonl")
-    progress.finish()
     return metrics
 
 
@@ -305,14 +362,20 @@ def evaluate_model(
     """The protocols of ``cfg.eval`` on each of its splits (``dm``'s evaluation
     loaders); predictions are written to ``out``. On a GPU run the model is moved to
     the GPU first (Lightning hands it back on the CPU after fit). Under a mixed
-    ``trainer.precision`` (``bf16-mixed``) it runs in the autocast training used."""
+    ``trainer.precision`` (``bf16-mixed``) it runs in the autocast training used.
+
+    Every rank of an open process group evaluates its share of the rows
+    (:func:`evaluate_split`); the metrics are rank 0's (``{}`` elsewhere). A rank
+    outside a process group other than rank 0 evaluates nothing."""
+    if rank_and_world()[1] == 1 and not is_rank_zero():
+        return {}
     if (
         cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto")
         and torch.cuda.is_available()
         and _device_of(model).type == "cpu"
         and not getattr(model, "is_loaded_in_4bit", False)
     ):
-        model.to("cuda")
+        model.to(torch.device("cuda", torch.cuda.current_device()))
     metrics: dict[str, float] = {}
     for split in cfg.eval.splits:
         with autocast_for(cfg.trainer.get("precision"), _device_of(model)):
