@@ -199,3 +199,76 @@ def test_command_errors(tmp_path, capsys, monkeypatch):
     assert "set WANDB_API_KEY" in capsys.readouterr().err
     assert main(["--push", str(tmp_path / "d.json")]) == 2
     assert "--push needs WANDB_API_KEY" in capsys.readouterr().err
+
+
+def test_push_saves_both_and_prints_their_urls(tmp_path, monkeypatch, capsys):
+    """``--push``: the written workspace and report are saved (W&B's API stood in for);
+    the report's run sets get the project only then."""
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+
+    saved = []
+
+    def save_workspace(self):
+        saved.append(("workspace", self.entity, self.project, self.name))
+        return self
+
+    def save_report(self, draft=False, clone=False):
+        projects = {(r.entity, r.project) for b in self.blocks for r in getattr(b, "runsets", [])}
+        saved.append(("report", self.entity, self.project, projects))
+        return self
+
+    monkeypatch.setattr(ws.Workspace, "save", save_workspace)
+    monkeypatch.setattr(ws.Workspace, "url", property(lambda self: "https://w/ws"))
+    monkeypatch.setattr(wr.Report, "save", save_report)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: "https://w/report"))
+    runs = [settings(num_negatives=k) for k in (1, 3)]
+    path = Definition.build(Layout.from_settings(runs), "ent", "proj", "g", "mine").write(
+        tmp_path / "d.json"
+    )
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert main(["--push", str(path)]) == 0
+    assert saved == [
+        ("workspace", "ent", "proj", "mine"),
+        ("report", "ent", "proj", {("ent", "proj")}),
+    ]
+    assert capsys.readouterr().out.splitlines() == [
+        "workspace: https://w/ws",
+        "report: https://w/report",
+    ]
+
+
+def test_settings_from_wandb_without_a_folder(tmp_path, monkeypatch, capsys):
+    """Without PATH the preference runs of the group are read from W&B (its API stood
+    in for): their configs give the sections."""
+    import wandb
+
+    from recpo.dashboard import definition
+
+    class Run:
+        def __init__(self, k):
+            self.config = {
+                "po": {"num_negatives": k},
+                "objective": {"_target_": DMPO},
+                "data": {"source": {"name": "lastfm"}, "candidates": "published"},
+                "backbone": {"name": "tiny"},
+                "seed": 0,
+            }
+
+    asked = []
+
+    class Api:
+        def runs(self, path, filters):
+            asked.append((path, filters))
+            return [Run(7), Run(1)]
+
+    monkeypatch.setattr(wandb, "Api", Api)
+    monkeypatch.setattr(definition.Definition, "save", lambda self: ("u1", "u2"))
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    out = tmp_path / "d.json"
+    args = ["--entity", "ent", "--project", "proj", "--group", "g", "--out", str(out)]
+    assert main(args) == 0
+    assert asked == [("ent/proj", {"jobType": "po", "group": "g"})]
+    headings = [b.text for b in Definition.read(out).report.blocks if type(b).__name__ == "H2"]
+    assert headings[:-1] == ["K = 1", "K = 7"]
+    assert "workspace: u1" in capsys.readouterr().out
