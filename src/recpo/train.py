@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from recpo.data.errors import DataError
 from recpo.errors import ConfigError
 from recpo.models.backbone import BackboneError
+from recpo.schema import check_config
+from recpo.training.distributed import export_launcher_ranks
 from recpo.training.trainer import is_rank_zero
 
 log = logging.getLogger("recpo")
@@ -112,6 +114,8 @@ def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
 def train(cfg: DictConfig) -> dict:
     """Run the configured task and return its metrics (also saved as ``results.json``)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if OmegaConf.select(cfg, "task._target_") == "recpo.pipeline.run_llm":
+        check_config(cfg)  # every value, before any data is loaded or model built
     check_optimized_metric(cfg)
     out = Path(cfg.paths.output_dir)
     results = out / "results.json"
@@ -175,6 +179,8 @@ def main(cfg: DictConfig) -> float | None:
     """Train, then return ``optimized_metric`` (a validation metric by default) to Hydra:
     the value an optimizing sweeper tunes."""
     try:
+        # A cluster launcher's job started every rank itself: tell torch which this is.
+        export_launcher_ranks(cfg.trainer.devices, cfg.trainer.get("num_nodes", 1))
         with single_job_argv():
             metrics = train(cfg)
         return optimized_value(cfg, metrics)

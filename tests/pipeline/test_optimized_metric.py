@@ -100,5 +100,5 @@ def test_cli_reports_unknown_stages_in_one_line(tmp_path):
     exit code 2."""
     proc = run_train(["+experiment=demo", "stages=[eval]", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "config error: stages must be one of" in proc.stdout + proc.stderr
+    assert "config error: stages=['eval']: expected one of" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr

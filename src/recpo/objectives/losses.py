@@ -32,6 +32,7 @@ from torch import Tensor
 
 from recpo.objectives.diagnostics import boundary_metrics, reward_metrics
 from recpo.objectives.types import ObjectiveOutput, PreferenceLogps, require_finite
+from recpo.settings import POSITIVE, check_fields, setting
 
 
 def logratios(logps: PreferenceLogps, reference_free: bool = False) -> tuple[Tensor, Tensor]:
@@ -166,9 +167,18 @@ class Objective:
     needs_token_counts: ClassVar[bool] = False
     beta: float  # the β of the loss and the scale of the rewards
 
+    def __post_init__(self) -> None:
+        # Types and ranges of the hyperparameters (recpo.settings): a bad value fails
+        # when the objective is built, which the entry point does before any work.
+        check_fields(self)
+
     @property
     def needs_reference(self) -> bool:
         raise NotImplementedError
+
+    def negatives_problem(self, k: int) -> str | None:
+        """Why this objective cannot train with K = ``k`` negatives per row (None: it can)."""
+        return None
 
     @overload
     def __call__(self, logps: PreferenceLogps, /, **hyperparameters: Any) -> ObjectiveOutput: ...
@@ -214,7 +224,7 @@ class LogRatioObjective(Objective):
         reference_free: use r = L (no reference model).
     """
 
-    beta: float = 1.0
+    beta: float = setting(1.0, **POSITIVE)
     reference_free: bool = False
 
     @property
@@ -233,6 +243,9 @@ class DPO(LogRatioObjective):
     Worked example: β = 1, L_w = −2, L_ref,w = −3, L_1 = −4, L_ref,1 = −3:
     r_w = 1, r_1 = −1, loss = −log σ(2) = log(1 + e^{−2}) = 0.126928.
     """
+
+    def negatives_problem(self, k: int) -> str | None:
+        return None if k == 1 else "dpo takes exactly one negative per row (K=1)"
 
     def compute(self, logps: PreferenceLogps) -> ObjectiveOutput:
         if logps.num_negatives != 1:

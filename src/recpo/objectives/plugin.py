@@ -37,6 +37,7 @@ from recpo.objectives.diagnostics import beta_metrics, masked_mean, masked_std, 
 from recpo.objectives.losses import DMPO, MPPO, SDPO, Objective, objective_output
 from recpo.objectives.selection import Solver, select_boundary_negatives, select_top_k
 from recpo.objectives.types import ObjectiveOutput, PreferenceLogps
+from recpo.settings import AT_LEAST_ONE, NON_NEGATIVE, SHARE, setting
 
 # What a β rule returns: β ``(B, K)`` of the selected negatives (0 elsewhere), its
 # metrics, and the examples kept in the loss ``(B,)`` (None: all).
@@ -88,7 +89,7 @@ class BoundarySelector(Plugin):
     stage2: bool = True
     solver: Solver = "exact"
     stage1_inclusive: bool = False
-    lloyd_iters: int = 20
+    lloyd_iters: int = setting(20, **AT_LEAST_ONE)
 
     def select(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor | None]:
         selection = select_boundary_negatives(
@@ -114,7 +115,10 @@ class DualMarginBeta(Plugin):
         dynamic_beta: per-negative β_j; False uses β0 ("w/o dynamic β").
     """
 
-    alpha: float = 0.5
+    # β_j = β0 (1 + α tanh(.)) stays in (β0 (1 − α), β0 (1 + α)): α in [0, 1) keeps every
+    # β_j > 0 (α ≥ 1 lets it reach 0, α < 0 turns the adjustment around). γ, a margin in
+    # log-likelihood units, may be any finite real (the paper tries 2 to 10).
+    alpha: float = setting(0.5, low=0, high=1, high_open=True)
     gamma: float = 6.0
     dynamic_beta: bool = True
 
@@ -181,8 +185,13 @@ class TopK(DualMarginBeta, DMPO):
         dynamic_beta: give each kept negative its dual-margin β_j.
     """
 
-    k: int = 3
+    k: int = setting(3, **AT_LEAST_ONE)
     dynamic_beta: bool = False
+
+    def negatives_problem(self, k: int) -> str | None:
+        if self.k > k:
+            return f"Top-K keeps objective.k={self.k} negatives, more than the {k} drawn"
+        return None
 
     def select(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor | None]:
         return select_top_k(logps.policy_rejected, logps.mask, k=self.k), None
@@ -206,8 +215,8 @@ class BetaDPO(BoundarySelector, DMPO):
         state: running M_0/σ (updated in place by every call); None uses M_0 = 0.
     """
 
-    a: float = 0.6
-    filter_ratio: float = 0.0
+    a: float = setting(0.6, **NON_NEGATIVE)
+    filter_ratio: float = setting(0.0, **SHARE)
     state: BetaDPOState | None = None
 
     def negative_beta(self, logps: PreferenceLogps, selected: Tensor) -> NegativeBeta:
