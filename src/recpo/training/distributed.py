@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from recpo.errors import ConfigError
+
 # Set by export_launcher_ranks: every rank of this job was started by the launcher.
 LAUNCHER_RANKS = "RECPO_LAUNCHER_RANKS"
 
@@ -57,7 +59,7 @@ def export_launcher_ranks(devices: int, num_nodes: int = 1) -> bool:
     tasks: export the rank, world size and master address of this task for
     ``torch.distributed`` (Lightning then uses the ranks and starts no process).
 
-    Returns whether ranks were exported. Raises ``ValueError`` when a multi-device job
+    Returns whether ranks were exported. Raises ``ConfigError`` when a multi-device job
     runs as one task: Lightning would start the other ranks by re-running the command
     line, which is submitit's own script, not ``recpo.train``.
     """
@@ -73,14 +75,14 @@ def export_launcher_ranks(devices: int, num_nodes: int = 1) -> bool:
     wanted = devices * num_nodes if isinstance(devices, int) else None
     if tasks == 1:
         if wanted not in (None, 1):
-            raise ValueError(
+            raise ConfigError(
                 f"a job with trainer.devices={devices} trainer.num_nodes={num_nodes} runs as "
                 "one submitit task: set hydra.launcher.tasks_per_node to trainer.devices "
                 "(conf/hydra/launcher/ does) so that the launcher starts every rank"
             )
         return False
     if wanted is not None and tasks != wanted:
-        raise ValueError(
+        raise ConfigError(
             f"submitit started {tasks} tasks for trainer.devices={devices} x "
             f"trainer.num_nodes={num_nodes}: set hydra.launcher.tasks_per_node=trainer.devices "
             "and hydra.launcher.nodes=trainer.num_nodes"
