@@ -135,8 +135,9 @@ class LLMStage(L.LightningModule):
             return self._strict_loading
         # DeepSpeed loads its own checkpoint files into the wrapped module and has not
         # saved the frozen weights (exclude_frozen_parameters): load non-strictly.
-        strategy = getattr(self._trainer, "strategy", None)
-        return type(strategy).__name__ != "DeepSpeedStrategy"
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        return not isinstance(getattr(self._trainer, "strategy", None), DeepSpeedStrategy)
 
     @strict_loading.setter
     def strict_loading(self, value: bool) -> None:

@@ -26,6 +26,10 @@ from recpo.training.trainer import make_trainer
 
 log = logging.getLogger(__name__)
 
+# Inside a DeepSpeed checkpoint folder (tag "checkpoint", one model-parallel rank): the
+# module's state, which ZeRO-2 does not partition.
+DEEPSPEED_MODEL_STATES = "checkpoint/mp_rank_00_model_states.pt"
+
 
 def stage_module_args(cfg: DictConfig, stage: str) -> dict[str, Any]:
     """The optimiser, scheduler and scoring settings of ``cfg.sft`` / ``cfg.po``."""
@@ -41,7 +45,7 @@ def stage_module_args(cfg: DictConfig, stage: str) -> dict[str, Any]:
 def resume_path(cfg: DictConfig, stage: str) -> str | None:
     """The stage's last checkpoint in this run folder, if an earlier attempt left one."""
     last = Path(cfg.paths.output_dir) / stage / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    if last.exists():  # a file, or a folder written by DeepSpeed
         log.info("resuming %s from %s", stage, last)
         return str(last)
     return None
@@ -56,8 +60,14 @@ def load_best(module: torch.nn.Module, trainer: Any) -> None:
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best and Path(best).is_file():
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
-        log.info("loaded best checkpoint %s", best)
+    elif best and (Path(best) / DEEPSPEED_MODEL_STATES).is_file():
+        # DeepSpeed's folder: the module's trained parameters (exclude_frozen_parameters).
+        path = Path(best) / DEEPSPEED_MODEL_STATES
+        state = torch.load(path, map_location="cpu", weights_only=False)["module"]
+    else:
+        return
+    module.load_state_dict(state)
+    log.info("loaded best checkpoint %s", best)
 
 
 def reference_mode(cfg: DictConfig, objective: Any, policy: Backbone) -> str:
