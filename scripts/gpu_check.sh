@@ -3,6 +3,11 @@
 # no network: it installs nothing, says what is missing, and skips what cannot run.
 #
 #   1. env             nvidia-smi, versions of the stack, missing packages
+#   pipeline           the real entry point: one capped `python -m recpo.train` run of
+#                      the demo (SFT -> DynamicPO -> evaluation, tiny backbone, LoRA)
+#                      under trainer=deepspeed_zero2 on 1 GPU (bf16, accumulation 2;
+#                      trainer=gpu, said loudly, when deepspeed is missing); its run
+#                      folder is $OUT/pipeline_run
 #   2. vs_authors      benchmarks/bench_vs_authors.py: a whole DynamicPO step the
 #                      authors' way vs recpo's (and with the objective compiled, CUDA
 #                      graphs), batch 4, K=15, Llama-2-7b shape, random weights, bf16,
@@ -52,14 +57,15 @@ OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
 SHAPE="${GPU_CHECK_SHAPE:-llama2-7b}"
 BUDGET="${GPU_CHECK_BUDGET:-540}"
-STEPS=" ${GPU_CHECK_STEPS:-vs_authors vs_authors_large vs_authors_smollm2 train scoring_sdpa po_step scoring_flex} "
+STEPS=" ${GPU_CHECK_STEPS:-pipeline vs_authors vs_authors_large vs_authors_smollm2 train scoring_sdpa po_step scoring_flex} "
 wants() { [[ "$STEPS" == *" $1 "* ]]; }
 START=$SECONDS
 LAST_STATUS=
 SUMMARY="$OUT/summary.md"
 TABLE="$OUT/.steps.md"
 # Files of an earlier run in the same folder would mix into this run's summary.
-rm -f "$OUT"/{env,nvidia-smi,train_*,scoring_*,po_step,vs_authors*}.{log,json} "$OUT/notes.txt" "$SUMMARY"
+rm -f "$OUT"/{env,nvidia-smi,pipeline,train_*,scoring_*,po_step,vs_authors*}.{log,json} "$OUT/notes.txt" "$SUMMARY"
+rm -rf "$OUT/pipeline_run"
 : >"$TABLE"
 : >"$OUT/commands.txt"
 
@@ -225,6 +231,31 @@ TRAIN_DEPS=$(need "train_dmpo/train_dynamicpo" peft lightning recpo.training.pre
 VS_DEPS=$(need "vs_authors" peft sklearn lightning recpo.training.preference recpo.data)
 PO_DEPS=$(need "po_step" peft lightning recpo.training.preference recpo.data)
 SCORING_DEPS=$(need "scoring_sdpa/scoring_flex" transformers peft recpo.models.scoring)
+PIPELINE_DEPS=$(need "pipeline" hydra lightning peft recpo.train)
+
+# the entry point: SFT -> PO -> evaluation through python -m recpo.train ------------
+if [[ "$SHAPE" == tiny ]]; then
+    PIPELINE_TRAINER=(trainer=cpu) # the CPU shape checks the step itself
+elif have deepspeed; then
+    PIPELINE_TRAINER=(trainer=deepspeed_zero2 trainer.devices=1 trainer.accumulate_grad_batches=2)
+else
+    PIPELINE_TRAINER=(trainer=gpu)
+    loud "deepspeed is NOT importable: the pipeline step runs under trainer=gpu; ZeRO-2 is NOT checked"
+fi
+if ! wants pipeline; then
+    :
+elif ((PIPELINE_DEPS)); then
+    run pipeline 240 "$PY" -m recpo.train +experiment=demo backbone.finetune=lora \
+        "${PIPELINE_TRAINER[@]}" data.source.synthetic.num_users=150 \
+        sft.max_train_examples=256 po.max_train_examples=128 sft.batch_size=8 po.batch_size=4 \
+        sft.max_epochs=1 po.max_epochs=1 eval.max_examples=64 eval.max_new_tokens=8 \
+        hydra.run.dir="$OUT/pipeline_run" paths.cache_dir="$RECPO_CACHE_DIR" \
+        paths.sft_dir="$RECPO_CACHE_DIR/sft"
+    # Checkpoints (DeepSpeed folders) stay on the machine: results, logs and predictions come back.
+    rm -rf "$OUT"/pipeline_run/{sft,po}/checkpoints
+else
+    skip pipeline "missing packages (see env.log)"
+fi
 
 # 2-4. a whole DynamicPO step, the authors' way vs recpo's ----------------------
 vs_authors() { # vs_authors NAME TIMEOUT ARGS...: one bench_vs_authors.py run
@@ -326,6 +357,11 @@ fi
     echo "|---|---|---|---|"
     cat "$TABLE"
     echo
+    if [[ -f "$OUT/pipeline.log" ]]; then
+        echo "## pipeline (python -m recpo.train: ${PIPELINE_TRAINER[*]})"
+        grep -A3 -E '^test +HitRatio' "$OUT/pipeline.log"
+        echo
+    fi
     for name in train_dmpo train_dmpo_plain train_dynamicpo train_dynamicpo_plain; do
         [[ -f "$OUT/$name.log" ]] && grep -E '^RESULT' "$OUT/$name.log"
     done
