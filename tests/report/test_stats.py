@@ -145,3 +145,28 @@ def test_tables_name_the_candidate_protocol(hand_report):
         "Candidate lists (`data.candidates`): published"
         in (hand_report.out / "table2.md").read_text()
     )
+
+
+def test_claim_table_pools_each_seed_over_k(hand_report):
+    """DynamicPO - DMPO on lastfm, HitRatio@1, pooled over K = 3 and 15 (conftest): per
+    seed K = 3 gives (.05, .05, -.10) and K = 15 (.30, .32, .22), so the seed means are
+    (.175, .185, .06): mean .14, variance (.035² + .045² + .08²) / 2 = .004825,
+    t = .14 / sqrt(.004825 / 3) = 3.4909, df = 2, p = 1 - t / sqrt(2 + t²) = 0.0732;
+    sign 3 / 0, p = .25."""
+    claims = pd.read_csv(hand_report.out / "claim_tests.csv", dtype=str)
+    dyn = claims[(claims["method"] == "DynamicPO") & (claims["minus"] == "DMPO")]
+    dyn = dyn[dyn["dataset"] == "lastfm"] if "dataset" in dyn else dyn
+    # the one-seed α × γ grid is its own claim row (no test with one seed)
+    grid = dyn[dyn["seeds"] == "1"]
+    assert len(grid) == 1 and grid.iloc[0]["HitRatio@1 sign"] == "–"
+    assert grid.iloc[0]["pooled over"] == "α = 0.1, 0.9; γ = 2, 10"
+    dyn = dyn[dyn["seeds"] == "3"]
+    assert len(dyn) == 1
+    got = dyn.iloc[0]
+    assert got["pooled over"] == "K = 3, 15" and got["seeds"] == "3"
+    assert float(got["HitRatio@1 mean"]) == pytest.approx(0.14, abs=1e-4)
+    t = 0.14 / math.sqrt(0.004825 / 3)
+    p = 1 - t / math.sqrt(2 + t * t)
+    text = got["HitRatio@1 t p (Holm)"]
+    assert text.startswith(f"t(2) = {t:.2f}, p={p:.2g} (")
+    assert got["HitRatio@1 sign"] == "+3/−0 p=0.25"

@@ -501,6 +501,24 @@ def _pairs(po: list[Condition]) -> tuple[list[tuple[Condition, str]], References
     return pairs, refs
 
 
+def seed_differences(
+    cond: Condition, name: str, refs: References, split: str, metric: str
+) -> dict[str, float]:
+    """Per seed (its JSON text), the condition's result minus the model named ``name``:
+    ``SFT`` (the SFT stage of the same job) or a reference of :class:`References`."""
+    out = {}
+    for entry in cond.entries:
+        mine = entry.metrics.get(f"{split}/{metric}")
+        if name == "SFT":
+            theirs = (entry.job.results or {}).get(f"sft:{split}/{metric}")
+        else:
+            base = refs.get(entry, name)
+            theirs = None if base is None else base.metrics.get(f"{split}/{metric}")
+        if _finite(mine) and _finite(theirs):
+            out[json.dumps(entry.seed, default=str)] = mine - theirs
+    return out
+
+
 def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None, str]:
     """Per seed, a preference result minus the SFT model it started from (same job),
     minus the plain objective it extends (DynamicPO - DMPO, Top-K - DMPO) run with the
@@ -516,21 +534,9 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
         rows.append(Condition(cond.entries, cond.extras))  # one row per comparison
         against[id(rows[-1])] = name
 
-    def other(entry: Entry, name: str, metric: str) -> object:
-        base = refs.get(entry, name)
-        return None if base is None else base.metrics.get(f"{split}/{metric}")
-
     def cell(cond: Condition, metric: str) -> Stat:
         name = against[id(cond)]
-        if name == "SFT":
-            values = sft_differences(cond, split, metric)
-        else:
-            values = []
-            for entry in cond.entries:
-                mine = entry.metrics.get(f"{split}/{metric}")
-                theirs = other(entry, name, metric)
-                if _finite(mine) and _finite(theirs):
-                    values.append(mine - theirs)
+        values = list(seed_differences(cond, name, refs, split, metric).values())
         return PairedStat.of_differences(values, _family(cond, name))
 
     table = build_table(
@@ -695,10 +701,127 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
     return TextTable("row_tests", "Row-level tests", note, columns, [r[1] for r in rows]), ""
 
 
+# Settings a claim is pooled over: "DynamicPO beats DMPO" is one claim across K, α, γ.
+POOLED = ("num_negatives", "alpha", "gamma")
+
+
+def claim_table(conditions: list[Condition], split: str) -> tuple[TextTable | None, str]:
+    """One seed-level test per claim: each comparison of the paired table (method minus
+    ``minus``, on one dataset, protocol and backbone), its per-seed differences averaged
+    over the settings it was run at with the same seeds (K, α, γ), then a paired t-test
+    and a sign test over
+    the seeds, Holm-adjusted within the family (:data:`FAMILY_NOTE`). A single test per
+    claim, instead of one per K, that still treats each seed as one observation."""
+    po = [c for c in conditions if c.stage == "po"]
+    if not po:
+        return None, "Claim-level tests skipped: no finished preference job"
+    pairs, refs = _pairs(po)
+    groups: dict[str, list[tuple[Condition, str]]] = {}
+    for cond, name in pairs:
+        fixed = {k: v for k, v in cond.factors.items() if k not in POOLED}
+        # Settings run with other seeds (a one-seed α × γ grid beside a 3-seed K sweep)
+        # make another claim row: a seed's mean must average the same settings.
+        seeds = sorted(json.dumps(e.seed, default=str) for e in cond.entries)
+        key = json.dumps(
+            [cond.method, name, fixed, cond.extras, seeds], sort_keys=True, default=str
+        )
+        groups.setdefault(key, []).append((cond, name))
+    context = [
+        n
+        for n in CONTEXT
+        if n not in POOLED and len({json.dumps(c.factors.get(n), default=str) for c in po}) > 1
+    ]
+    datasets = sorted({str(c.factors["dataset"]) for c in po})
+    metrics = list(ROW_METRICS)
+    found = []
+    for members in groups.values():
+        cond, name = members[0]
+        per_metric: list[tuple[float, SeedTests | None]] = []
+        seeds_used = 0
+        for metric in metrics:
+            diffs = [seed_differences(c, n, refs, split, metric) for c, n in members]
+            # Seeds with a difference at every pooled setting, so each seed averages the
+            # same settings.
+            common = set.intersection(*(set(d) for d in diffs))
+            means = [sum(d[s] for d in diffs) / len(diffs) for s in sorted(common)]
+            seeds_used = max(seeds_used, len(means))
+            per_metric.append((Stat.of(means).mean, seed_tests(means)))
+        if not seeds_used:
+            continue
+        pooled = []
+        for n in POOLED:
+            values = sorted({_orderable(c.factors.get(n)) for c, _ in members})
+            if len(values) > 1:
+                shown = ", ".join(show(c.factors.get(n)) for c, _ in _sorted_by(members, n))
+                pooled.append(f"{CONTEXT_TITLES[n]} = {shown}")
+        label = [cond.method, name, *([str(cond.factors["dataset"])] if len(datasets) > 1 else [])]
+        label += [show(cond.factors.get(n)) for n in context]
+        label += ["; ".join(pooled) or "–", str(seeds_used)]
+        order = (sort_key(cond), _minus_rank(name))
+        found.append((order, label, per_metric, _family(cond, name)))
+    where: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+    for r, (_, _, per_metric, family) in enumerate(found):
+        for j, (_, tests) in enumerate(per_metric):
+            if tests is not None and not math.isnan(tests.p_t):
+                where.setdefault(family, []).append((r, j))
+    adjusted: dict[tuple[int, int], float] = {}
+    for members in where.values():
+        ps = [found[r][2][j][1].p_t for r, j in members]
+        adjusted.update(zip(members, holm(ps), strict=True))
+    names = _family_labels([f for *_, f in found])
+    columns = ["method", "minus", *(["dataset"] if len(datasets) > 1 else [])]
+    columns += [CONTEXT_TITLES[n] for n in context] + ["pooled over", "seeds"]
+    for m in metrics:
+        columns += [f"{METRICS[m]} mean", f"{METRICS[m]} t p (Holm)", f"{METRICS[m]} sign"]
+    columns.append("Holm family")
+    rows = []
+    for r, (order, label, per_metric, family) in enumerate(found):
+        cells = []
+        for j, (mean, tests) in enumerate(per_metric):
+            if tests is None:
+                cells += [f"{mean:+.4f}" if _finite(mean) else "–", "–", "–"]
+                continue
+            if math.isnan(tests.p_t):
+                t_text = "undefined (same difference in every seed)"
+            else:
+                t_text = (
+                    f"t({tests.n - 1}) = {tests.t:.2f}, p={tests.p_t:.2g} ({adjusted[(r, j)]:.2g})"
+                )
+            sign = f"+{tests.positive}/−{tests.negative} p={tests.p_sign:.2g}"
+            cells += [f"{mean:+.4f}", t_text, sign]
+        rows.append((order, [*label, *cells, names[family]]))
+    rows.sort(key=lambda r: r[0])
+    note = (
+        (f"Dataset {datasets[0]}, {split} split. " if len(datasets) == 1 else f"{split} split. ")
+        + protocol_note(po)
+        + (
+            "One test per claim: each seed's differences (method minus `minus`, as in the "
+            "paired table) averaged over the settings in `pooled over` (those run with the same "
+            "seeds), then a two-sided paired "
+            "t-test over the seeds (t(df), p, and in brackets the Holm-adjusted p within the "
+            "family, over this table's tests) and an exact sign test (seeds above / below 0; "
+            "with 3 seeds never below 0.25). "
+            + FAMILY_NOTE.replace("and metrics of the table", "and metrics of this table")
+        )
+    )
+    return TextTable(
+        "claim_tests", "Claim-level seed tests", note, columns, [r[1] for r in rows]
+    ), ""
+
+
+def _sorted_by(members: list[tuple[Condition, str]], name: str) -> list[tuple[Condition, str]]:
+    """The members with distinct values of ``name``, in the order of those values."""
+    seen: dict[str, tuple[Condition, str]] = {}
+    for cond, ref in members:
+        seen.setdefault(json.dumps(cond.factors.get(name), default=str), (cond, ref))
+    return sorted(seen.values(), key=lambda m: _orderable(m[0].factors.get(name)))
+
+
 def make_tables(conditions: list[Condition], split: str) -> tuple[list[Table], list[str]]:
     """The tables the conditions support, and one line per table skipped."""
     tables, skipped = [], []
-    for build in (table2, table4, table6, table7, paired_table, row_test_table, training_table):
+    builds = (table2, table4, table6, table7, paired_table, claim_table, row_test_table)
+    for build in (*builds, training_table):
         table, reason = build(conditions, split)
         if table is not None:
             tables.append(table)
