@@ -2,7 +2,8 @@
 
 The fixed-β job is the ablation "w/o dynamic β" of ``experiments/ablation`` (both
 selection stages on, β = β0 for every selected negative). For each cell and metric:
-rows won / lost against it and the exact McNemar p-value, as in ``row_tests.md``.
+rows won / lost against it, the exact McNemar p-value and its Holm-adjusted value over
+all the tests of the table (every cell, both metrics: one family), as in ``row_tests.md``.
 
     python experiments/alpha_gamma/against_fixed_beta.py > experiments/alpha_gamma/against_fixed_beta.md
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from recpo.report.rows import compare, row_outcomes
+from recpo.report.stats import holm
 
 HERE = Path(__file__).resolve().parent
 FIXED_BETA = (
@@ -46,12 +48,18 @@ def main() -> int:
             return 1
         mine = row_outcomes(job, "po", "test")
         tests = [compare(mine, fixed, metric) for metric, _ in METRICS]
-        cells = [t.text() if t is not None else "–" for t in tests]
-        rows.append((objective["alpha"], objective["gamma"], seed, tests[0].rows, *cells))
-    print("| α | γ | seed | rows | " + " | ".join(f"{t} won / lost (p)" for _, t in METRICS) + " |")
-    print("|---|---|---|---|" + "---|" * len(METRICS))
-    for alpha, gamma, seed, n, *cells in sorted(rows):
+        rows.append((objective["alpha"], objective["gamma"], seed, tests))
+    rows.sort(key=lambda r: r[:3])
+    family = [t for *_, tests in rows for t in tests if t is not None]
+    adjusted = iter(holm([t.p for t in family]))
+    heads = [f"{title} won / lost (p) | {title} p Holm" for _, title in METRICS]
+    print("| α | γ | seed | rows | " + " | ".join(heads) + " |")
+    print("|---|---|---|---|" + "---|---|" * len(METRICS))
+    for alpha, gamma, seed, tests in rows:
+        cells = [f"{t.text()} | {next(adjusted):.2g}" if t is not None else "– | –" for t in tests]
+        n = next(t.rows for t in tests if t is not None)
         print(f"| {alpha:g} | {gamma:g} | {seed} | {n} | " + " | ".join(cells) + " |")
+    print(f"\nHolm over the {len(family)} tests of the table (every cell, both metrics).")
     return 0
 
 
