@@ -74,14 +74,19 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-@pytest.mark.parametrize("finetune", ["full", "lora"])
-def test_zero2_pipeline_on_two_cpu_ranks(tmp_path, finetune):
+@pytest.mark.parametrize(
+    "finetune,precision", [("full", "32-true"), ("lora", "32-true"), ("lora", "bf16-mixed")]
+)
+def test_zero2_pipeline_on_two_cpu_ranks(tmp_path, finetune, precision):
     """Both ranks hold the same trained weights after each stage; a checkpoint holds the
     trained parameters only; one results.json, one CSV log and one W&B run per stage;
     evaluation shared by the ranks equals one process's; with full fine-tuning the
-    results equal the DDP run's."""
+    results equal the DDP run's. ``bf16-mixed``: DeepSpeed's bf16 weights with fp32
+    master weights in the optimizer, as on the paper's GPUs."""
     tune = [f"backbone.finetune={finetune}", "logger=wandb"]
-    results = _run(tmp_path, "zero2", ZERO2, tune, env={"WANDB_MODE": "offline"})
+    engine = [a for a in ZERO2 if not a.startswith("trainer.precision")]
+    engine.append(f"trainer.precision={precision}")
+    results = _run(tmp_path, "zero2", engine, tune, env={"WANDB_MODE": "offline"})
     run = tmp_path / "zero2"
     for stage in ("sft", "po"):
         trained = _weights(tmp_path, "zero2", stage)
@@ -113,6 +118,7 @@ def test_zero2_pipeline_on_two_cpu_ranks(tmp_path, finetune):
     assert results["sft:test/rows"] == results["po:test/rows"] == 16
     if finetune != "full":
         return
+    # Full fine-tuning in fp32: the same models as one process and as DDP.
     single = reevaluate_in_one_process(run, tmp_path / "single")
     for stage in ("sft", "po"):
         got = {k.split(":", 1)[1]: v for k, v in results.items() if k.startswith(f"{stage}:")}
