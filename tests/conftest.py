@@ -35,6 +35,19 @@ def run_train(
     )
 
 
+@pytest.fixture(autouse=True)
+def _rank_zero_restored():
+    """Lightning records a Trainer's global rank in module state (``rank_zero_only.rank``)
+    that outlives the Trainer: a test that builds one as rank 1 would silence every later
+    test's loggers. Each test ends with the rank it started with."""
+    from lightning.pytorch.utilities import rank_zero_only
+    from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
+
+    before = rank_zero_only.rank, utils_rank_zero_only.rank
+    yield
+    rank_zero_only.rank, utils_rank_zero_only.rank = before
+
+
 def shared_data_dir() -> Path | None:
     """The real datasets: RECPO_DATA_DIR, else ../shared/data beside the repo."""
     value = os.environ.get("RECPO_DATA_DIR")
