@@ -53,7 +53,11 @@ def stage_data_args(cfg: DictConfig, stage: str) -> dict[str, Any]:
         max_train_examples=node.max_train_examples,
     )
     if stage == "po":
-        args.update(num_negatives=node.num_negatives, resample_negatives=node.resample_negatives)
+        args.update(
+            num_negatives=node.num_negatives,
+            resample_negatives=node.resample_negatives,
+            train_seed=node.seed,
+        )
     return args
 
 
@@ -135,9 +139,10 @@ def po_policy(cfg: DictConfig, sft_path: Path, base: Backbone) -> Backbone:
     The random number generators are seeded first, so the fresh adapter and the
     stage's random draws (dropout) do not depend on whether SFT was trained in this
     process or reused: a PO job gives the same result in a sweep's first job, in a
-    later one, and in a re-run that resumes it.
+    later one, and in a re-run that resumes it. The stage's seed is ``po.seed`` (the
+    run seed unless set), so PO seeds can share one SFT model.
     """
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    L.seed_everything(cfg.po.seed, workers=True, verbose=False)
     return load_finetuned(cfg.backbone, sft_path, base, fresh_adapter=True)
 
 

@@ -72,6 +72,7 @@ class POSchema(StageSchema):
     reference: str = setting("auto", choices=("auto", *REFERENCES))
     init_from: str | None = None
     save_model: bool = False
+    seed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

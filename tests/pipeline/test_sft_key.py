@@ -94,6 +94,7 @@ SFT_SAME = [
     "po.max_train_examples=10",
     "po.reference=precompute",
     "po.save_model=true",
+    "po.seed=1",
     "eval.matcher=strict",
     "eval.max_new_tokens=5",
     "eval.protocols=[ranking]",
@@ -300,3 +301,29 @@ def test_po_stage_serves_the_same_rows_with_its_own_settings(tmp_path):
     assert (sft.batch_size, po.batch_size) == (32, 32) and sft.max_train_examples is None
     with pytest.raises(ValueError, match="po.num_negatives must be in 1..19"):
         sft.for_stage("preference", 4, num_negatives=20)
+
+
+def test_po_seeds_share_the_sft_model_and_the_evaluated_rows(tmp_path):
+    """po.seed draws the PO stage's negatives, row order and training templates anew;
+    the SFT key, the candidate lists and the val/test prompts stay the run seed's."""
+    from recpo.pipeline import stage_data_args
+
+    def po_data(po_seed: int | None):
+        extra = [] if po_seed is None else [f"po.seed={po_seed}"]
+        cfg = compose([*SMALL, "po.num_negatives=3", *extra], tmp_path)
+        sft = build_datamodule(cfg)
+        return cfg, sft, sft.for_stage(**stage_data_args(cfg, "po"))
+
+    cfg0, sft0, po0 = po_data(None)
+    assert cfg0.po.seed == cfg0.seed == 0 and po0.train_seed == sft0.train_seed == 0
+    cfg1, sft1, po1 = po_data(1)
+    rows = sft0.rows_key(("train", "val"))
+    assert sft_key(cfg1, sft1.rows_key(("train", "val"))) == sft_key(cfg0, rows)
+    assert (sft1.train_seed, po1.train_seed) == (0, 1)
+    for split in ("val", "test"):
+        a, b = po0.dataset_for(split, "eval"), po1.dataset_for(split, "eval")
+        assert [a[i].prompt for i in range(len(a))] == [b[i].prompt for i in range(len(b))]
+    a, b = po0.dataset_for("train", "preference"), po1.dataset_for("train", "preference")
+    assert len(a) == len(b)
+    assert any(a[i].answers != b[i].answers for i in range(len(a)))  # other negatives
+    assert all(a[i].target == b[i].target for i in range(len(a)))

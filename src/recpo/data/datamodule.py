@@ -240,7 +240,8 @@ class RecDataModule(L.LightningDataModule):
             (:func:`recpo.data.candidates.attach_candidates`).
         num_negatives: K, negatives per preference example (1..num_candidates-1).
         resample_negatives: Draw fresh negatives every epoch (seeded by epoch).
-        seed: Seed for templates and negatives.
+        seed: Seed of the data: candidate lists (``independent``) and the val/test
+            rows' prompt templates.
         batch_size: Training batch size.
         eval_batch_size: Batch size for validation and test.
         max_train_examples: Keep only the first N training examples (``None``: all).
@@ -248,6 +249,8 @@ class RecDataModule(L.LightningDataModule):
         max_prompt_length: Prompts longer than this keep their last tokens.
         num_workers: DataLoader worker processes.
         train_mode: ``sft`` or ``preference``: the batches of the training stage.
+        train_seed: Seed of the training rows' draws (order, templates, negatives);
+            ``None``: ``seed``.
     """
 
     def __init__(
@@ -266,6 +269,7 @@ class RecDataModule(L.LightningDataModule):
         max_prompt_length: int = 1024,
         num_workers: int = 0,
         train_mode: str = "sft",
+        train_seed: int | None = None,
     ):
         super().__init__()
         self.source = dict(source)
@@ -279,7 +283,12 @@ class RecDataModule(L.LightningDataModule):
         self.max_prompt_length = max_prompt_length
         self.num_workers = num_workers
         self._set_stage(
-            train_mode, batch_size, max_train_examples, num_negatives, resample_negatives
+            train_mode,
+            batch_size,
+            max_train_examples,
+            num_negatives,
+            resample_negatives,
+            train_seed,
         )
         self.dataset: RecDataset | None = None
         self.collator: Collator | None = None
@@ -292,6 +301,7 @@ class RecDataModule(L.LightningDataModule):
         max_train_examples: int | None,
         num_negatives: int,
         resample_negatives: bool,
+        train_seed: int | None = None,
     ) -> None:
         if train_mode not in ("sft", "preference"):
             raise ValueError(f"train_mode must be 'sft' or 'preference', got {train_mode!r}")
@@ -304,6 +314,7 @@ class RecDataModule(L.LightningDataModule):
         self.max_train_examples = max_train_examples
         self.num_negatives = num_negatives
         self.resample_negatives = resample_negatives
+        self.train_seed = self.seed if train_seed is None else train_seed
 
     def for_stage(
         self,
@@ -312,6 +323,7 @@ class RecDataModule(L.LightningDataModule):
         max_train_examples: int | None = None,
         num_negatives: int = 15,
         resample_negatives: bool = False,
+        train_seed: int | None = None,
     ) -> RecDataModule:
         """The data module of another training stage: the same loaded rows, candidates,
         evaluation settings and tokenizer, with this stage's batches."""
@@ -320,7 +332,12 @@ class RecDataModule(L.LightningDataModule):
         other.trainer = None
         other._train = None
         other._set_stage(
-            train_mode, batch_size, max_train_examples, num_negatives, resample_negatives
+            train_mode,
+            batch_size,
+            max_train_examples,
+            num_negatives,
+            resample_negatives,
+            train_seed,
         )
         if train_mode == "preference":
             validate_candidates(
@@ -407,8 +424,9 @@ class RecDataModule(L.LightningDataModule):
             self.catalog,
             self.templates,
             mode,
-            # Different splits get different template draws.
-            seed=self.seed + {"train": 0, "val": 1, "test": 2}[split],
+            # Different splits get different template draws; the training rows' draws
+            # (templates, negatives) follow the stage's seed.
+            seed=self.train_seed if split == "train" else self.seed + {"val": 1, "test": 2}[split],
             num_negatives=self.num_negatives,
             resample_negatives=self.resample_negatives,
         )
@@ -426,7 +444,7 @@ class RecDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
+            sampler=EpochShuffleSampler(len(dataset), self.train_seed) if shuffle else None,
             collate_fn=self.collator,
             num_workers=self.num_workers,
         )

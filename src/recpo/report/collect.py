@@ -69,7 +69,8 @@ FACTORS: dict[str, Factor] = {
     "alpha": Factor(("objective.alpha",), None),
     "gamma": Factor(("objective.gamma",), None),
     "k": Factor(("objective.k",), None),
-    "seed": Factor(("seed",), what="the seed"),
+    # The PO stage's seed when set apart from the run seed (PO seeds over one SFT model).
+    "seed": Factor(("po.seed", "seed"), what="the seed"),
     "stages": Factor(("stages",), None),
     "task": Factor(("task._target_",), None),
     # A trained baseline's model, or a model-free baseline's scorer (the list oracle).
@@ -103,6 +104,7 @@ IGNORED = (
     "optimized_metric",
     "task_name",
     "seed",
+    "po.seed",
     "sft.reuse",
     "po.save_model",
     "trainer.enable_model_summary",
