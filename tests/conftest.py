@@ -102,6 +102,9 @@ def compose(overrides: list[str], tmp_path: Path):
     from hydra import initialize_config_dir
     from omegaconf import open_dict
 
+    from recpo.experiment_configs import register
+
+    register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=overrides)
     with open_dict(cfg):

@@ -10,17 +10,17 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from recpo.data import DataError
+from recpo.errors import DataError
+from recpo.experiment_configs import register
 from recpo.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 DATA_DIR = Path(os.environ.get("RECPO_DATA_DIR") or REPO.parent / "shared" / "data")
 EXPERIMENTS = sorted(
-    p.stem
-    for p in (CONF / "experiment").glob("*.yaml")
-    if p.stem.split("_")[-1] in ("gru4rec", "caser", "sasrec")
+    name for name in register() if name.split("_")[-1] in ("gru4rec", "caser", "sasrec")
 )
+assert len(EXPERIMENTS) == 9, EXPERIMENTS  # 3 datasets x 3 trained baselines
 
 
 def make_cfg(

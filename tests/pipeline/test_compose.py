@@ -41,6 +41,12 @@ BASELINES = ("gru4rec", "caser", "sasrec")
 EXPERIMENTS = ("demo", "lastfm_study") + tuple(
     f"{dataset}_{method}" for dataset in DATASETS for method in LLM_OBJECTIVES + BASELINES
 )
+# Added after the fixture was first recorded (appended, so earlier entries keep their place).
+EXPERIMENTS += tuple(f"{dataset}_po" for dataset in DATASETS) + (
+    "list_oracle",
+    "lastfm_smollm2_study",
+    "smollm2_study",
+)
 # Each committed sweep with the experiments it is run with (README, the sweep files).
 SWEEPS = (
     "ablations",
@@ -52,7 +58,8 @@ SWEEPS = (
     "po_grid",
     "topk",
 )
-SWEEP_EXPERIMENTS = ("lastfm_dynamicpo", "demo")
+# lastfm_po: the experiment the sweeps that choose the objective are documented with.
+SWEEP_EXPERIMENTS = ("lastfm_dynamicpo", "demo", "lastfm_po")
 
 
 def _plain(node: Any, resolve: bool) -> Any:
@@ -63,6 +70,10 @@ def _plain(node: Any, resolve: bool) -> Any:
 def _compose(overrides: list[str], hydra: bool):
     from hydra import compose, initialize_config_dir
 
+    import recpo.train  # noqa: F401  (the recpo.job_dirname resolver of the sweep folders)
+    from recpo.experiment_configs import register
+
+    register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=hydra)
 
