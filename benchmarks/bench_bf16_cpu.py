@@ -46,16 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 PARTS = ("sft", "dmpo", "ranking", "generation")
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(Path(os.environ.get("TMPDIR", "/tmp")) / "bench-bf16-cpu")
-    return cfg
+# Where the composed config's run folder points (nothing is written there).
+OUTPUT_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "bench-bf16-cpu"
 
 
 def precision_context(bf16: bool):
@@ -195,6 +187,7 @@ def main() -> None:
 
     import hydra
 
+    from recpo.config import compose
     from recpo.evaluation.evaluate import evaluate_split
     from recpo.models.backbone import load_backbone
     from recpo.models.precision import cpu_bf16_features
@@ -226,7 +219,8 @@ def main() -> None:
             f"eval.max_examples={max(args.eval_rows, args.agree_rows)}",
             f"runtime.eval_batch_size={args.eval_batch_size}",
             *args.overrides,
-        ]
+        ],
+        output_dir=OUTPUT_DIR,
     )
     dm = build_datamodule(cfg, "sft")
     dataset = dm.load()
@@ -269,7 +263,7 @@ def main() -> None:
         rows.append(report(f"SFT step, batch {args.batch_size}", times, "s/step", 1))
         del module, optimizer
     if "dmpo" in args.parts:
-        po_dm = dm.for_stage(
+        po_dm = dm.for_training(
             train_mode="preference", batch_size=args.batch_size, num_negatives=args.negatives
         )
         batches = [b for _, b in zip(range(steps), po_dm.train_dataloader())]

@@ -975,7 +975,7 @@ def part_objective(
 def load_model(args: argparse.Namespace) -> tuple[nn.Module, Any, Any, str, bool] | None:
     """``(model without LoRA, tokenizer, datamodule, data description, prompt_bos)``;
     None (after saying why) when the backbone cannot be loaded."""
-    from recpo.models.backbone import BackboneError
+    from recpo.errors import BackboneError
 
     datamodule, tokenizer, prompt_bos = None, None, True
     if args.lengths_from is not None:

@@ -255,6 +255,7 @@ def load_datamodule(
     """Real LastFM when ``<data dir>/lastfm`` exists (unless ``synthetic``), else the
     embedded synthetic dataset; loaded, with a one-line description of which."""
     from recpo.data import RecDataModule
+    from recpo.data.synthetic import read_synthetic
 
     data_dir = data_dir or default_data_dir()
     if not synthetic and (data_dir / "lastfm").is_dir():
@@ -262,7 +263,7 @@ def load_datamodule(
         description = f"real LastFM training rows ({data_dir / 'lastfm'})"
     else:
         reason = "--synthetic" if synthetic else f"no LastFM data at {data_dir / 'lastfm'}"
-        source = {"format": "synthetic", "name": "synthetic", "cache_dir": str(cache_dir)}
+        source = {"reader": read_synthetic, "name": "synthetic", "cache_dir": str(cache_dir)}
         datamodule = RecDataModule(source=source, num_negatives=num_negatives, seed=seed)
         description = f"synthetic dataset ({reason})"
     datamodule.load()

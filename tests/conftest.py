@@ -97,18 +97,14 @@ def llara_dir(tmp_path: Path) -> Path:
 
 
 def compose(overrides: list[str], tmp_path: Path):
-    """Compose the real train config with outputs in ``tmp_path``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """Compose the real train config (:func:`recpo.config.compose`) with outputs in
+    ``tmp_path``."""
     from omegaconf import open_dict
 
-    from recpo.experiment_configs import register
+    from recpo.config import compose as compose_config
 
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=overrides)
+    cfg = compose_config(overrides, output_dir=tmp_path / "run")
     with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.cache_dir = str(tmp_path.parent / "recpo-test-cache")
     return cfg
 

@@ -26,18 +26,6 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(Path(os.environ.get("TMPDIR", "/tmp")) / "smollm2-step-times")
-    return cfg
-
-
 def time_steps(module, batches, steps: int) -> list[float]:
     """Seconds per optimizer step (training_step + backward + AdamW), first one dropped."""
     module.log = module.log_dict = lambda *a, **k: None
@@ -90,9 +78,9 @@ def main() -> None:
 
     import hydra
 
+    from recpo.config import compose
     from recpo.evaluation.evaluate import evaluate_split
-    from recpo.models.backbone import load_backbone
-    from recpo.pipeline import build_datamodule
+    from recpo.pipeline import build_datamodule, load_base
     from recpo.training.preference import PreferenceModule
     from recpo.training.sft import SFTModule
 
@@ -106,30 +94,24 @@ def main() -> None:
             f"po.num_negatives={args.negatives}",
             f"eval.max_examples={args.eval_rows}",
             *args.overrides,
-        ]
+        ],
+        output_dir=Path(os.environ.get("TMPDIR", "/tmp")) / "smollm2-step-times",
     )
     rows: list[dict] = []
     start = time.perf_counter()
     dm = build_datamodule(cfg, "sft")
-    dataset = dm.load()
+    dm.load()
     print(f"data: {time.perf_counter() - start:.1f} s", flush=True)
     start = time.perf_counter()
-    base = load_backbone(
-        cfg.backbone,
-        model_dir=cfg.paths.model_dir,
-        cache_dir=cfg.paths.cache_dir,
-        titles=list(dataset.catalog.names.values()),
-        texts=[],
-    )
+    base = load_base(cfg, dm)  # as a run loads it, the data module's tokenizer set
     load_s = time.perf_counter() - start
     print(f"load (resolve + from_pretrained, converts on first use): {load_s:.1f} s", flush=True)
     rows.append({"what": "load_backbone", "seconds": round(load_s, 1)})
-    dm.set_tokenizer(base.tokenizer, prompt_bos=cfg.backbone.prompt_bos)
     sft_batches = list(zip(range(args.steps + 1), dm.train_dataloader()))
     sft_batches = [b for _, b in sft_batches]
     lengths = [int(b["prompt_mask"].sum(-1).float().mean()) for b in sft_batches]
     print(f"prompt tokens per row (batch means): {lengths}", flush=True)
-    po_dm = dm.for_stage(
+    po_dm = dm.for_training(
         train_mode="preference", batch_size=args.batch_size, num_negatives=args.negatives
     )
     po_batches = [b for _, b in zip(range(args.steps + 1), po_dm.train_dataloader())]

@@ -26,7 +26,7 @@ from recpo.errors import ConfigError
 from recpo.evaluation.evaluate import evaluate_model, summary_table
 from recpo.models.backbone import Backbone, load_backbone, load_finetuned
 from recpo.training.distributed import join_launcher_ranks, rank_zero_decides
-from recpo.training.loggers import close_stage_loggers
+from recpo.training.loggers import close_stage_loggers, is_rank_zero
 from recpo.training.sft_cache import (
     sft_eval_key,
     sft_folder,
@@ -35,7 +35,6 @@ from recpo.training.sft_cache import (
     write_json,
 )
 from recpo.training.stages import fit_po, fit_sft
-from recpo.training.trainer import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def stage_data_args(cfg: DictConfig, stage: str) -> dict[str, Any]:
 
 def build_datamodule(cfg: DictConfig, stage: str = "sft") -> RecDataModule:
     """The data of ``cfg.data`` with the settings of ``stage``, the evaluation cap and
-    the runtime settings (``for_stage`` gives the other stage's over the same rows)."""
+    the runtime settings (``for_training`` gives the other stage's over the same rows)."""
     args = stage_data_args(cfg, stage)
     # K is checked against the candidates when the data is built, before any training.
     args.setdefault("num_negatives", cfg.po.num_negatives)
@@ -74,6 +73,21 @@ def build_datamodule(cfg: DictConfig, stage: str = "sft") -> RecDataModule:
         eval_batch_size=cfg.runtime.eval_batch_size,
         num_workers=cfg.runtime.num_workers,
     )
+
+
+def load_base(cfg: DictConfig, dm: RecDataModule) -> Backbone:
+    """The backbone of ``cfg.backbone`` before training (a tiny one is built for the
+    titles and prompts of ``dm``), with ``dm`` set to tokenize with it."""
+    dataset = dm.load()
+    base = load_backbone(
+        cfg.backbone,
+        model_dir=cfg.paths.model_dir,
+        cache_dir=cfg.paths.cache_dir,
+        titles=list(dataset.catalog.names.values()),
+        texts=dm.tokenizer_texts(),
+    )
+    dm.set_tokenizer(base.tokenizer, prompt_bos=cfg.backbone.get("prompt_bos", True))
+    return base
 
 
 def sft_evaluation(
@@ -153,7 +167,7 @@ def po_stage(cfg: DictConfig, dm: RecDataModule, base: Backbone, sft_path: Path 
         if not sft_path.is_dir():
             raise FileNotFoundError(f"po needs an SFT model at {sft_path}: add 'sft' to stages")
     policy = po_policy(cfg, sft_path, base)
-    po_dm = dm.for_stage(**stage_data_args(cfg, "po"))
+    po_dm = dm.for_training(**stage_data_args(cfg, "po"))
     fit_po(cfg, po_dm, policy)
     out = Path(cfg.paths.output_dir) / "eval" / "po"
     metrics = evaluate_model(cfg, policy.model, policy.tokenizer, po_dm, out)  # every rank
@@ -171,15 +185,7 @@ def run_llm(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.runtime.torch_threads)
     join_launcher_ranks(cfg.trainer.accelerator, cfg.runtime.get("sft_lock_timeout"))
     dm = build_datamodule(cfg, "sft")
-    dataset = dm.load()
-    base = load_backbone(
-        cfg.backbone,
-        model_dir=cfg.paths.model_dir,
-        cache_dir=cfg.paths.cache_dir,
-        titles=list(dataset.catalog.names.values()),
-        texts=dm.tokenizer_texts(),
-    )
-    dm.set_tokenizer(base.tokenizer, prompt_bos=cfg.backbone.get("prompt_bos", True))
+    base = load_base(cfg, dm)
     results: dict[str, dict[str, float]] = {}
     sft_path: Path | None = None
     if "sft" in cfg.stages:

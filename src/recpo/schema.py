@@ -28,7 +28,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from recpo.data.candidates import PROTOCOLS as CANDIDATE_PROTOCOLS
-from recpo.data.readers import SPLITS
+from recpo.data.records import SPLITS
+from recpo.data.sources import READER_KEY
 from recpo.errors import ConfigError
 from recpo.evaluation.evaluate import MATCHERS
 from recpo.evaluation.evaluate import PROTOCOLS as EVAL_PROTOCOLS
@@ -227,6 +228,13 @@ def check_config(cfg: DictConfig) -> None:
                 _target(node, f"{stage}.{part}")
                 instantiate(node)  # a partial: nothing is built yet
     _check_arguments(cfg.data, "data", _target(cfg.data, "data"), PIPELINE_DATA_ARGS)
+    reader = OmegaConf.select(cfg, READER_KEY)
+    if not isinstance(reader, DictConfig) or "_target_" not in reader:
+        raise ConfigError(
+            f"{READER_KEY}: expected the format's reader as a node with _target_ "
+            f"(e.g. recpo.data.formats.llara.read_llara), got {reader!r}"
+        )
+    _target(reader, READER_KEY)
     _check_arguments(cfg.trainer, "trainer", _target(cfg.trainer, "trainer"), ())
     if "po" in stages:
         if cfg.get("objective") is None:

@@ -20,30 +20,28 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from recpo.data.errors import DataError
-from recpo.errors import ConfigError
-from recpo.models.backbone import BackboneError
+from recpo.config import CONFIG_DIR, CONFIG_NAME, drop_keys
+from recpo.data.sources import READER_KEY
+from recpo.errors import ConfigError, RecpoError
+from recpo.experiment_configs import register as register_experiments
 from recpo.schema import check_config
 from recpo.training.distributed import export_launcher_ranks
-from recpo.training.trainer import is_rank_zero
+from recpo.training.loggers import is_rank_zero
 
 log = logging.getLogger("recpo")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # Variables Lightning's process launcher sets in the launching process.
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
 
 
-# Not part of what a job computes: where files go, speed, printing and logging, and which of
-# its results is handed to Hydra.
-_NOT_JOB_SETTINGS = ("paths", "runtime", "logger", "optimized_metric")
+# Not part of what a job computes: where files go, speed, printing and logging, which of
+# its results is handed to Hydra, and the code that reads the data (READER_KEY: the
+# format is data.source.format).
+_NOT_JOB_SETTINGS = ("paths", "runtime", "logger", "optimized_metric", READER_KEY)
 
 
 def _job_settings(cfg: DictConfig) -> dict:
     """The settings that define a job (everything in ``_NOT_JOB_SETTINGS`` left out)."""
-    settings = OmegaConf.to_container(cfg, resolve=False)
-    for key in _NOT_JOB_SETTINGS:
-        settings.pop(key, None)
-    return settings
+    return drop_keys(OmegaConf.to_container(cfg, resolve=False), _NOT_JOB_SETTINGS)
 
 
 def check_same_job(cfg: DictConfig, saved: Path) -> None:
@@ -174,7 +172,10 @@ def single_job_argv():
             dist.destroy_process_group()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+register_experiments()  # the composed <dataset>_<method> names, before Hydra composes
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
     """Train, then return ``optimized_metric`` (a validation metric by default) to Hydra:
     the value an optimizing sweeper tunes."""
@@ -184,16 +185,10 @@ def main(cfg: DictConfig) -> float | None:
         with single_job_argv():
             metrics = train(cfg)
         return optimized_value(cfg, metrics)
-    except DataError as err:
-        # Bad input: one clear line, not a stack trace.
-        log.error("data error: %s", err)
-        raise SystemExit(2) from None
-    except BackboneError as err:
-        # A backbone that cannot be obtained: one line saying what to do.
-        log.error("backbone error: %s", err)
-        raise SystemExit(2) from None
-    except ConfigError as err:
-        log.error("config error: %s", err)
+    except RecpoError as err:
+        # Bad data, a setting that cannot work, a backbone that cannot be obtained: one
+        # line naming the kind and what to do, not a stack trace.
+        log.error("%s: %s", err.kind, err)
         raise SystemExit(2) from None
 
 

@@ -12,7 +12,8 @@ from recpo.baselines.data import SequenceTensors, history_prefixes
 from recpo.baselines.export import load_encoder, save_encoder
 from recpo.baselines.models import GRU4Rec, SASRec
 from recpo.baselines.module import BaselineModule, candidate_scores
-from recpo.data import DataError, Example
+from recpo.data import Example
+from recpo.errors import DataError
 
 
 def test_history_prefixes():

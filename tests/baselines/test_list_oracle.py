@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from recpo.baselines.list_oracle import list_oracle_scores, reproducing_candidates
-from recpo.data import DataError
 from recpo.data.candidates import sample_candidates
 from recpo.data.records import Example, ItemCatalog
+from recpo.errors import DataError
 from recpo.train import train
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -7,15 +7,16 @@ import logging
 import pandas as pd
 import pytest
 
-from recpo.data.records import Example, ItemCatalog, RecDataset
-from recpo.data.sources import (
+from recpo.data.augment import (
     augment_train_from_val_users,
     group_users,
-    load_source,
     prefix_examples,
     rows_linked_to,
     user_examples,
 )
+from recpo.data.formats.llara import read_llara
+from recpo.data.records import Example, ItemCatalog, RecDataset
+from recpo.data.sources import load_source
 
 CATALOG = ItemCatalog({i: f"I{i}" for i in range(200)}, 200)
 
@@ -117,10 +118,10 @@ def test_load_source_option_and_counts(tmp_path, caplog):
     for stem, recs in rows.items():
         pd.DataFrame(recs).to_parquet(folder / f"{stem}.parquet")
     kwargs = dict(folder=str(folder), padding_id=100, files={"train": "train_sample"})
-    plain = load_source("llara", "toy", **kwargs)
+    plain = load_source(read_llara, "toy", **kwargs)
     assert (len(plain.train), len(plain.val)) == (1, 4)
     with caplog.at_level(logging.INFO, logger="recpo.data.sources"):
-        out = load_source("llara", "toy", augment_train_from_val=0.5, **kwargs)
+        out = load_source(read_llara, "toy", augment_train_from_val=0.5, **kwargs)
     assert (len(out.train), len(out.val), len(out.test)) == (1 + 2 * 3, 2, 1)
     assert out.origins["train"] == {
         "train_sample": 1,
@@ -141,7 +142,7 @@ def test_steam_config_defaults_to_the_augmented_split(tmp_path):
 def test_steam_real_files(data_dir):
     """On the real Steam files: half of the 1,184 val users move, no test link."""
     ds = load_source(
-        "llara",
+        read_llara,
         "steam",
         data_dir=data_dir,
         padding_id=3581,
@@ -157,7 +158,7 @@ def test_steam_real_files(data_dir):
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 2])
 def test_fraction_must_leave_val_rows(fraction):
-    from recpo.data.errors import DataError
+    from recpo.errors import DataError
 
     with pytest.raises(DataError, match=r"augment_train_from_val must be in \[0, 1\)"):
         augment_train_from_val_users(_steam_like(4), fraction, 0)

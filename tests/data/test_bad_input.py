@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 
 from recpo.data.candidates import validate_candidates
-from recpo.data.errors import DataError
-from recpo.data.readers import read_llara, read_raw, read_sdpo_json
+from recpo.data.formats.llara import read_llara
+from recpo.data.formats.raw import read_raw
+from recpo.data.formats.sdpo_json import read_sdpo_json
 from recpo.data.records import Example, ItemCatalog
 from recpo.data.sources import load_source
+from recpo.errors import DataError
 from tests.conftest import write_llara
 
 
@@ -25,12 +27,11 @@ def _llara(tmp_path: Path, rows: list[dict], names: str | bytes | None = None) -
     return folder
 
 
-def _sdpo(tmp_path: Path, rows: list[dict]) -> dict[str, Path]:
-    paths = {}
+def _sdpo(tmp_path: Path, rows: list[dict]) -> Path:
+    """A folder of S-DPO JSON files ``x-{train,val,test}.json``, each holding ``rows``."""
     for split in ("train", "val", "test"):
-        paths[split] = tmp_path / f"x-{split}.json"
-        paths[split].write_text(json.dumps(rows))
-    return paths
+        (tmp_path / f"x-{split}.json").write_text(json.dumps(rows))
+    return tmp_path
 
 
 GOOD = {"seq": [1, 2, 3, 30], "len_seq": 3, "next": 4}
@@ -39,89 +40,101 @@ GOOD = {"seq": [1, 2, 3, 30], "len_seq": 3, "next": 4}
 def case_missing_file(tmp_path):
     folder = write_llara(tmp_path / "d")
     (folder / "Val_data.parquet").unlink()
-    read_llara(folder, "toy")
+    read_llara(directory=folder, name="toy")
 
 
 def case_missing_id2name(tmp_path):
     folder = write_llara(tmp_path / "d")
     (folder / "id2name.txt").unlink()
-    read_llara(folder, "toy")
+    read_llara(directory=folder, name="toy")
 
 
 def case_missing_column(tmp_path):
-    read_llara(_llara(tmp_path, [{"seq": [1, 2, 3], "next": 4}]), "toy")
+    read_llara(directory=_llara(tmp_path, [{"seq": [1, 2, 3], "next": 4}]), name="toy")
 
 
 def case_unknown_history_item(tmp_path):
     read_llara(
-        _llara(tmp_path, [GOOD, {"seq": [1, 2, 99, 30], "len_seq": 3, "next": 4}]),
-        "toy",
+        directory=_llara(tmp_path, [GOOD, {"seq": [1, 2, 99, 30], "len_seq": 3, "next": 4}]),
+        name="toy",
         padding_id=30,
     )
 
 
 def case_unknown_target(tmp_path):
     read_llara(
-        _llara(tmp_path, [GOOD, {"seq": [1, 2, 3, 30], "len_seq": 3, "next": 77}]),
-        "toy",
+        directory=_llara(tmp_path, [GOOD, {"seq": [1, 2, 3, 30], "len_seq": 3, "next": 77}]),
+        name="toy",
         padding_id=30,
     )
 
 
 def case_bad_len_seq(tmp_path):
     read_llara(
-        _llara(tmp_path, [GOOD, {"seq": [1, 2], "len_seq": 5, "next": 4}]), "toy", padding_id=30
+        directory=_llara(tmp_path, [GOOD, {"seq": [1, 2], "len_seq": 5, "next": 4}]),
+        name="toy",
+        padding_id=30,
     )
 
 
 def case_non_utf8_title(tmp_path):
     names = b"0::Alpha\n1::Caf\xe9\n" + b"".join(f"{i}::I{i}\n".encode() for i in range(2, 30))
-    read_llara(_llara(tmp_path, [GOOD], names=names), "toy", padding_id=30)
+    read_llara(directory=_llara(tmp_path, [GOOD], names=names), name="toy", padding_id=30)
 
 
 def case_bad_id2name_line(tmp_path):
-    read_llara(_llara(tmp_path, [GOOD], names="0::A\n1 B\n"), "toy")
+    read_llara(directory=_llara(tmp_path, [GOOD], names="0::A\n1 B\n"), name="toy")
 
 
 def case_empty_history_json(tmp_path):
     read_sdpo_json(
-        _sdpo(tmp_path, [{"historyList": "", "itemList": ["A", "B"], "trueSelection": "A"}]), "x"
+        directory=_sdpo(
+            tmp_path, [{"historyList": "", "itemList": ["A", "B"], "trueSelection": "A"}]
+        ),
+        name="x",
     )
 
 
 def case_missing_json_key(tmp_path):
-    read_sdpo_json(_sdpo(tmp_path, [{"historyList": "A", "itemList": ["A", "B"]}]), "x")
-
-
-def case_unknown_json_name(tmp_path):
-    catalog = ItemCatalog({0: "A", 1: "B", 2: "C"}, 3)
     read_sdpo_json(
-        _sdpo(tmp_path, [{"historyList": "A", "itemList": ["B", "Zed"], "trueSelection": "B"}]),
-        "x",
-        catalog,
+        directory=_sdpo(tmp_path, [{"historyList": "A", "itemList": ["A", "B"]}]), name="x"
     )
 
 
+def case_unknown_json_name(tmp_path):
+    folder = _sdpo(tmp_path, [{"historyList": "A", "itemList": ["B", "Zed"], "trueSelection": "B"}])
+    (folder / "id2name.txt").write_text("0::A\n1::B\n2::C\n")  # the catalog, read when present
+    read_sdpo_json(directory=folder, name="x")
+
+
 def case_json_row_not_an_object(tmp_path):
-    read_sdpo_json(_sdpo(tmp_path, [["A", "B"]]), "x")
+    read_sdpo_json(directory=_sdpo(tmp_path, [["A", "B"]]), name="x")
 
 
 def case_json_item_list_not_titles(tmp_path):
     read_sdpo_json(
-        _sdpo(tmp_path, [{"historyList": "A", "itemList": ["B", 3], "trueSelection": "B"}]), "x"
+        directory=_sdpo(
+            tmp_path, [{"historyList": "A", "itemList": ["B", 3], "trueSelection": "B"}]
+        ),
+        name="x",
     )
 
 
 def case_json_history_not_titles(tmp_path):
     read_sdpo_json(
-        _sdpo(tmp_path, [{"historyList": 12, "itemList": ["A", "B"], "trueSelection": "B"}]), "x"
+        directory=_sdpo(
+            tmp_path, [{"historyList": 12, "itemList": ["A", "B"], "trueSelection": "B"}]
+        ),
+        name="x",
     )
 
 
 def case_json_selection_not_a_title(tmp_path):
     read_sdpo_json(
-        _sdpo(tmp_path, [{"historyList": "A", "itemList": ["A", "B"], "trueSelection": ["B"]}]),
-        "x",
+        directory=_sdpo(
+            tmp_path, [{"historyList": "A", "itemList": ["A", "B"], "trueSelection": ["B"]}]
+        ),
+        name="x",
     )
 
 
@@ -155,14 +168,14 @@ def case_raw_unknown_item(tmp_path):
     pd.DataFrame({"user": [1, 1], "item": ["a", "zz"], "timestamp": [1, 2]}).to_csv(
         tmp_path / "interactions.csv", index=False
     )
-    read_raw(tmp_path, "raw")
+    read_raw(directory=tmp_path, name="raw")
 
 
 def case_no_data_dir(tmp_path, monkeypatch=None):
     import os
 
     os.environ.pop("RECPO_DATA_DIR", None)
-    load_source("llara", "lastfm", data_dir=None)
+    load_source(read_llara, "lastfm", data_dir=None)
 
 
 def _llara_cells(tmp_path: Path, row: dict) -> Path:
@@ -174,7 +187,12 @@ def _llara_cells(tmp_path: Path, row: dict) -> Path:
 
 
 def _read_cells(tmp_path: Path, **row):
-    read_llara(_llara_cells(tmp_path, {**GOOD, **row}), "toy", padding_id=30, allow_pickle=True)
+    read_llara(
+        directory=_llara_cells(tmp_path, {**GOOD, **row}),
+        name="toy",
+        padding_id=30,
+        allow_pickle=True,
+    )
 
 
 def case_seq_not_a_list(tmp_path):
@@ -225,7 +243,7 @@ def _u_item(tmp_path: Path, data: bytes, **catalog):
     folder = write_llara(tmp_path / "d", num_items=30, rows=5)
     (folder / "u.item").write_bytes(data)
     fmt = {"file": "u.item", "format": "delimited", "separator": "|", "id_offset": -1}
-    read_llara(folder, "toy", catalog={**fmt, **catalog})
+    read_llara(directory=folder, name="toy", catalog={**fmt, **catalog})
 
 
 U_ITEM = "".join(f"{i}|Movie {i} (1990)|01-Jan-1990||http://x/{i}|0|1\n" for i in range(1, 31))
@@ -298,7 +316,9 @@ def case_unknown_candidate_protocol(tmp_path):
 
 
 def case_augment_all_val_users(tmp_path):
-    load_source("llara", "toy", folder=str(write_llara(tmp_path / "d")), augment_train_from_val=1.0)
+    load_source(
+        read_llara, "toy", folder=str(write_llara(tmp_path / "d")), augment_train_from_val=1.0
+    )
 
 
 # (case, text that must appear in the message: file, row, what was expected)
@@ -364,9 +384,10 @@ def test_bad_input_gives_clear_error(tmp_path, monkeypatch, case, expected):
 def test_datamodule_rejects_too_few_candidates_for_k(tmp_path):
     """K+1 candidates are needed per training row: 20 candidates cannot serve K=20."""
     from recpo.data.datamodule import RecDataModule
+    from recpo.data.synthetic import read_synthetic
 
     with pytest.raises(ValueError, match="num_negatives must be in 1..19"):
-        RecDataModule(source={"format": "synthetic", "name": "s"}, num_negatives=20)
+        RecDataModule(source={"reader": read_synthetic, "name": "s"}, num_negatives=20)
 
 
 def test_cli_prints_one_line_for_bad_data(tmp_path):

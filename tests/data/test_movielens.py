@@ -11,7 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from recpo.data.convert import convert_folder
-from recpo.data.readers import CatalogFormat, clean_name, read_catalog, read_llara
+from recpo.data.formats.catalog import CatalogFormat, clean_name, read_catalog
+from recpo.data.formats.llara import read_llara
 from recpo.data.sources import load_source
 from tests.conftest import compose
 
@@ -52,14 +53,17 @@ def write_movielens(folder: Path) -> Path:
 
 def test_u_item_catalog_latin1_offset_and_titles(tmp_path):
     folder = write_movielens(tmp_path / "movielens")
-    catalog = read_catalog(folder / "u.item", None, U_ITEM)
+    catalog = read_catalog(path=folder / "u.item", fmt=U_ITEM)
     assert len(catalog) == NUM_ITEMS and catalog.padding_id == NUM_ITEMS
     assert catalog.item_ids == list(range(NUM_ITEMS))  # ids shifted by -1, file order
     assert catalog.name(0) == "Toy Story (1995)"
     assert catalog.name(1) == "Cité des enfants perdus, La (1995)"
     clean = {"leading_article": True}
-    assert read_catalog(folder / "u.item", None, U_ITEM, clean).name(2) == "The Godfather (1972)"
-    stripped = read_catalog(folder / "u.item", None, U_ITEM, {"strip_parenthetical": True})
+    assert (
+        read_catalog(path=folder / "u.item", fmt=U_ITEM, clean=clean).name(2)
+        == "The Godfather (1972)"
+    )
+    stripped = read_catalog(path=folder / "u.item", fmt=U_ITEM, clean={"strip_parenthetical": True})
     assert stripped.name(1) == "Cité des enfants perdus, La"
 
 
@@ -85,7 +89,7 @@ def test_pair_sequences_read_as_items(tmp_path, fmt):
                 df.to_parquet(folder / f"{stem}.parquet")
             else:
                 df.to_json(folder / f"{stem}.jsonl", orient="records", lines=True)
-    ds = read_llara(folder, "movielens", allow_pickle=True, catalog=U_ITEM)
+    ds = read_llara(directory=folder, name="movielens", allow_pickle=True, catalog=U_ITEM)
     expected = [(tuple(i for i, _ in hist), nxt[0]) for hist, nxt in ROWS if len(hist) >= 3]
     for split in ("train", "val", "test"):
         assert [(e.history, e.target) for e in ds.split(split)] == expected
@@ -94,12 +98,12 @@ def test_pair_sequences_read_as_items(tmp_path, fmt):
 
 def test_converter_keeps_pairs_and_copies_u_item(tmp_path):
     folder = write_movielens(tmp_path / "movielens")
-    before = read_llara(folder, "movielens", allow_pickle=True, catalog=U_ITEM)
+    before = read_llara(directory=folder, name="movielens", allow_pickle=True, catalog=U_ITEM)
     convert_folder(folder, tmp_path / "out")
     assert (tmp_path / "out" / "u.item").read_bytes() == (folder / "u.item").read_bytes()
     table = pd.read_parquet(tmp_path / "out" / "train_data.parquet")
     assert [list(p) for p in table["seq"][0]][:3] == [[0, 5], [1, 4], [2, 3]]
-    after = read_llara(tmp_path / "out", "movielens", catalog=U_ITEM)
+    after = read_llara(directory=tmp_path / "out", name="movielens", catalog=U_ITEM)
     assert after.train == before.train and after.catalog.names == before.catalog.names
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from recpo.data.datamodule import RecDataModule
-from recpo.data.errors import DataError
 from recpo.data.prompts import TEMPLATES, build_prompt, domain_templates, draw_templates
+from recpo.data.synthetic import read_synthetic
+from recpo.errors import DataError
 from recpo.models.backbone import load_tokenizer
 from recpo.models.tiny import build_tiny_backbone
 
@@ -54,7 +55,7 @@ def dm(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     dm = RecDataModule(
         source={
-            "format": "synthetic",
+            "reader": read_synthetic,
             "name": "s",
             "cache_dir": str(cache),
             "synthetic": {"num_users": 80, "num_items": 120},
@@ -139,7 +140,7 @@ def test_answer_tokens_match_the_prompt_continuation(dm, tmp_path):
     """Answers are tokenised as they continue "Answer:", also for a BPE tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
-    from recpo.data.datamodule import Collator
+    from recpo.data.batches import Collator
     from recpo.models.tiny import build_bpe_tokenizer
 
     titles = list(dm.catalog.names.values())[:30]

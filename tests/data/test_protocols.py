@@ -151,9 +151,11 @@ def test_shortcut_command_on_synthetic_data(tmp_path, capsys):
 
 def test_lastfm_published_shortcut(data_dir):
     """The figure quoted in the candidates docstring: about 12.4 of 19 negatives, 73.6%."""
-    from recpo.data.readers import read_llara
+    from recpo.data.formats.llara import read_llara
 
-    ds = read_llara(data_dir / "lastfm", "lastfm", padding_id=4606, allow_pickle=True)
+    ds = read_llara(
+        directory=data_dir / "lastfm", name="lastfm", padding_id=4606, allow_pickle=True
+    )
     m = measure_dataset(ds, protocols=("published",))["published", "test"]
     assert m.rows == 2495 and m.mean_shared == pytest.approx(12.38, abs=0.01)
     assert m.share_at_least == pytest.approx(0.736, abs=0.001)
@@ -180,9 +182,10 @@ def test_candidates_key_changes_the_sft_key(tmp_path: Path):
 
 def test_datamodule_builds_independent_lists(tmp_path):
     from recpo.data.datamodule import RecDataModule
+    from recpo.data.synthetic import read_synthetic
 
     source = {
-        "format": "synthetic",
+        "reader": read_synthetic,
         "name": "s",
         "cache_dir": str(tmp_path),
         "synthetic": {"num_users": 60, "num_items": 80},

@@ -1,4 +1,5 @@
-"""Readers of the three formats, the pickle opt-in and the converter."""
+"""The readers of the data formats (recpo.data.formats), the pickle opt-in, the converter
+and load_source calling a reader by its config node."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import pytest
 
 from recpo.data.candidates import attach_candidates
 from recpo.data.convert import convert_folder
-from recpo.data.errors import DataError
-from recpo.data.readers import clean_name, read_llara, read_raw, read_sdpo_json
+from recpo.data.formats.catalog import clean_name, read_catalog
+from recpo.data.formats.llara import read_llara
+from recpo.data.formats.raw import read_raw
+from recpo.data.formats.sdpo_json import read_sdpo_json, sdpo_examples
 from recpo.data.sources import load_source
+from recpo.data.synthetic import read_synthetic
+from recpo.errors import DataError
 from tests.conftest import write_llara
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_llara_safe_formats(tmp_path, fmt):
     folder = write_llara(tmp_path / "d", fmt=fmt)
-    ds = read_llara(folder, "toy", padding_id=40)
+    ds = read_llara(directory=folder, name="toy", padding_id=40)
     assert len(ds.catalog) == 40 and ds.catalog.padding_id == 40
     assert len(ds.train) == len(ds.val) == len(ds.test) == 30
     ex = ds.train[0]
@@ -32,21 +37,21 @@ def test_llara_safe_formats(tmp_path, fmt):
 def test_pickle_needs_opt_in(tmp_path):
     folder = write_llara(tmp_path / "d", fmt="pickle")
     with pytest.raises(DataError, match="allow_pickle") as err:
-        read_llara(folder, "toy")
+        read_llara(directory=folder, name="toy")
     assert "train_data.df" in str(err.value) and "recpo.data.convert" in str(err.value)
-    assert len(read_llara(folder, "toy", allow_pickle=True).train) == 30
+    assert len(read_llara(directory=folder, name="toy", allow_pickle=True).train) == 30
 
 
 def test_converter_round_trip(tmp_path):
     folder = write_llara(tmp_path / "d", fmt="pickle")
-    before = read_llara(folder, "toy", allow_pickle=True)
+    before = read_llara(directory=folder, name="toy", allow_pickle=True)
     written = convert_folder(folder, tmp_path / "out")
     assert {p.name for p in written} == {
         "train_data.parquet",
         "Val_data.parquet",
         "Test_data.parquet",
     }
-    after = read_llara(tmp_path / "out", "toy")  # no pickle opt-in needed now
+    after = read_llara(directory=tmp_path / "out", name="toy")  # no pickle opt-in needed now
     assert after.train == before.train and after.test == before.test
     assert convert_folder(folder, tmp_path / "out") == []  # never overwrites
 
@@ -61,9 +66,9 @@ def test_min_history_drops_short_rows(tmp_path):
     ]
     for stem in ("train_data", "Val_data", "Test_data"):
         pd.DataFrame(rows).to_parquet(folder / f"{stem}.parquet")
-    ds = read_llara(folder, "toy")
+    ds = read_llara(directory=folder, name="toy")
     assert [e.row for e in ds.train] == [1]
-    assert len(read_llara(folder, "toy", min_history=1).train) == 2
+    assert len(read_llara(directory=folder, name="toy", min_history=1).train) == 2
 
 
 def test_sdpo_json_builds_catalog(tmp_path):
@@ -71,11 +76,9 @@ def test_sdpo_json_builds_catalog(tmp_path):
         {"historyList": "A::B::C", "itemList": ["D", "E", "A2"], "trueSelection": "E"},
         {"historyList": ["B", "C"], "itemList": ["E", "F"], "trueSelection": "F"},
     ]
-    paths = {}
     for split in ("train", "val", "test"):
-        paths[split] = tmp_path / f"x-{split}.json"
-        paths[split].write_text(json.dumps(rows))
-    ds = read_sdpo_json(paths, "x")
+        (tmp_path / f"x-{split}.json").write_text(json.dumps(rows))
+    ds = read_sdpo_json(directory=tmp_path, name="x")
     names = ds.catalog.name
     ex = ds.train[0]
     assert [names(i) for i in ex.history] == ["A", "B", "C"]
@@ -94,7 +97,7 @@ def test_raw_format_sequences_and_split(tmp_path):
             inter.append({"user": f"u{u}", "item": f"x{(u + t) % 30}", "timestamp": 100 - t})
     items.to_csv(tmp_path / "items.csv", index=False)
     pd.DataFrame(inter).to_csv(tmp_path / "interactions.csv", index=False)
-    ds = read_raw(tmp_path, "raw", max_history=4, min_history=3, split_seed=0)
+    ds = read_raw(directory=tmp_path, name="raw", max_history=4, min_history=3, split_seed=0)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (
         16 * 5,
         2 * 5,
@@ -108,7 +111,10 @@ def test_raw_format_sequences_and_split(tmp_path):
     users_train = {e.history[0] for e in ds.train}
     assert users_train.isdisjoint({e.history[0] for e in ds.test}) or True
     # Deterministic split.
-    assert read_raw(tmp_path, "raw", 4, 3, 0).test == ds.test
+    assert (
+        read_raw(directory=tmp_path, name="raw", max_history=4, min_history=3, split_seed=0).test
+        == ds.test
+    )
 
 
 def test_clean_name():
@@ -119,19 +125,31 @@ def test_clean_name():
 
 
 def test_synthetic_source_is_deterministic(tmp_path):
-    a = load_source(
-        "synthetic", "s", cache_dir=tmp_path / "a", synthetic={"num_users": 60, "num_items": 80}
-    )
-    b = load_source(
-        "synthetic", "s", cache_dir=tmp_path / "b", synthetic={"num_users": 60, "num_items": 80}
-    )
+    synthetic = {"num_users": 60, "num_items": 80}
+    a = load_source(read_synthetic, "s", cache_dir=tmp_path / "a", synthetic=synthetic)
+    b = load_source(read_synthetic, "s", cache_dir=tmp_path / "b", synthetic=synthetic)
     assert a.train == b.train and a.catalog.names == b.catalog.names
     assert len(a.train) > len(a.val) > 0
 
 
+def test_load_source_calls_the_reader_its_node_names(tmp_path):
+    """A reader given as its config node (``_target_``, as conf/data names it) is built
+    and called with the keys it names; a key of another format is refused."""
+    folder = write_llara(tmp_path / "d")
+    node = {"_target_": "recpo.data.formats.llara.read_llara", "_partial_": True}
+    settings = dict(folder=str(folder), padding_id=40, max_history=10, split_seed=3)
+    ds = load_source(node, "toy", format="llara", **settings)
+    assert ds.train == read_llara(directory=folder, name="toy", padding_id=40).train
+    assert ds.origins["train"] == {"train_data": 30}  # the reader's file stems
+    with pytest.raises(DataError, match="data.source.synthetic: not read by the llara format"):
+        load_source(node, "toy", format="llara", synthetic={"num_items": 5}, **settings)
+
+
 def test_lastfm_candidates_reproduce_published_json(data_dir):
     """Candidates rebuilt from the LLaRA pickles equal the published S-DPO JSON row for row."""
-    ds = read_llara(data_dir / "lastfm", "lastfm", padding_id=4606, allow_pickle=True)
+    ds = read_llara(
+        directory=data_dir / "lastfm", name="lastfm", padding_id=4606, allow_pickle=True
+    )
     name = ds.catalog.name
     for split in ("val", "test"):
         ref = json.loads(
@@ -151,14 +169,14 @@ def test_lastfm_candidates_reproduce_published_json(data_dir):
 
 
 def test_lastfm_json_reader_matches_llara_reader(data_dir):
-    from recpo.data.readers import read_id2name
-
-    catalog = read_id2name(data_dir / "lastfm" / "id2name.txt", 4606)
+    catalog = read_catalog(path=data_dir / "lastfm" / "id2name.txt", padding_id=4606)
     paths = {
         s: data_dir / "lastfm-sft-cans20" / f"lastfm-{s}.json" for s in ("train", "val", "test")
     }
-    js = read_sdpo_json(paths, "lastfm", catalog)
-    ll = read_llara(data_dir / "lastfm", "lastfm", padding_id=4606, allow_pickle=True)
+    js = sdpo_examples(paths, "lastfm", catalog)
+    ll = read_llara(
+        directory=data_dir / "lastfm", name="lastfm", padding_id=4606, allow_pickle=True
+    )
     built = attach_candidates(ll.test, ll.catalog)
     assert [(e.history, e.target, e.candidates) for e in js.test] == [
         (e.history, e.target, e.candidates) for e in built

@@ -22,7 +22,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from recpo.data.datamodule import Collator, PromptedExample
+from recpo.data.batches import Collator, PromptedExample
 from recpo.evaluation.evaluate import evaluate_split
 from recpo.models.scoring import cache_argument
 from recpo.models.tiny import build_title_tokenizer, to_hf_tokenizer

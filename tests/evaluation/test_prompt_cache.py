@@ -15,7 +15,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import DynamicCache
 
 import recpo.evaluation.evaluate as evaluate
-from recpo.data.datamodule import Collator
+from recpo.data.batches import Collator
 from recpo.evaluation.evaluate import evaluate_split, prompt_cache_for
 from recpo.models.scoring import cache_argument, left_align, score_answers_shared
 from tests.evaluation.test_evaluate import BATCH, _examples, _tokenizer

@@ -6,7 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recpo.models.backbone import BackboneError, load_backbone, resolve_checkpoint
+from recpo.errors import BackboneError
+from recpo.models.backbone import load_backbone, resolve_checkpoint
 from recpo.models.tiny import build_bpe_tokenizer, build_tiny_backbone
 
 TITLES = ["Glee Cast", "Glee", "Air", "Café Del Mar", "Ke$ha", ":wumpscut:"]

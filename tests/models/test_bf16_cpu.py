@@ -78,24 +78,14 @@ def test_bf16_mixed_run_trains_and_evaluates_under_autocast(tmp_path, monkeypatc
 def test_bf16_evaluation_agrees_with_float32(tmp_path):
     """Scores of an SFT-trained tiny backbone (a few AdamW steps, so the weights are no
     longer the initial ones) in both precisions."""
-    from recpo.models.backbone import load_backbone
     from recpo.models.scoring import score_answers
-    from recpo.pipeline import build_datamodule
+    from recpo.pipeline import build_datamodule, load_base
     from recpo.training.sft import SFTModule
 
     torch.manual_seed(0)
     cfg = compose([*CAPS, "eval.max_examples=32"], tmp_path)
     dm = build_datamodule(cfg, "sft")
-    dataset = dm.load()
-    base = load_backbone(
-        cfg.backbone,
-        model_dir=cfg.paths.model_dir,
-        cache_dir=cfg.paths.cache_dir,
-        titles=list(dataset.catalog.names.values()),
-        texts=dm.tokenizer_texts(),
-    )
-    dm.set_tokenizer(base.tokenizer, prompt_bos=cfg.backbone.get("prompt_bos", True))
-    model = base.model
+    model = load_base(cfg, dm).model
     module = SFTModule(model, optimizer=lambda p: torch.optim.AdamW(p))
     module.log = lambda *a, **k: None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from recpo.data.datamodule import Collator, PromptedExample
+from recpo.data.batches import Collator, PromptedExample
+from recpo.errors import BackboneError
 from recpo.evaluation.evaluate import evaluate_split
 from recpo.models import smollm2
-from recpo.models.backbone import BackboneError, load_backbone
+from recpo.models.backbone import load_backbone
 from recpo.models.scoring import score_answers
 from recpo.models.smollm2 import PROVENANCE, SmolLM2Error, record_sha256, resolve_smollm2
 from recpo.training.sft import SFTModule

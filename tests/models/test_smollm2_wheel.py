@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recpo.data.datamodule import Collator
+from recpo.data.batches import Collator
 from recpo.models import smollm2
 from recpo.models.backbone import load_backbone
 

@@ -172,12 +172,17 @@ def test_experiments_of_a_dataset_share_one_sft_model(tmp_path):
     the SFT of `lastfm_sft` (the other datasets' experiments are built the same way);
     the SmolLM2 study trains SFT with the settings of experiments/lastfm_smollm2's
     command (on the same rows, the same key)."""
+    from recpo.experiment_configs import register
+
+    baselines = {p.stem for p in (CONF / "baseline").glob("*.yaml")}
+    objectives = [p.stem for p in (CONF / "objective").glob("*.yaml")]
+    composed = [n for n in register() if n.startswith("lastfm_")]
     names = sorted(
-        p.stem
-        for p in (CONF / "experiment").glob("lastfm_*.yaml")
-        if "/task: baseline" not in p.read_text() and "smollm2" not in p.stem
+        [n for n in composed if n.removeprefix("lastfm_") not in baselines]
+        + ["lastfm_sft", "lastfm_study"]
     )
-    assert len(names) == 9, names  # sft, 7 objectives, the studies' settings
+    # sft, po (the objective left to the group), one per objective, the studies' settings
+    assert len(names) == len(objectives) + 3, names
     found = {sft_key(compose([f"+experiment={n}"], tmp_path), ROWS) for n in names}
     assert len(found) == 1, names
     smollm2_sft = [
@@ -293,14 +298,14 @@ def test_po_stage_serves_the_same_rows_with_its_own_settings(tmp_path):
 
     cfg = compose([*SMALL, "po.max_train_examples=10", "po.num_negatives=3"], tmp_path)
     sft = build_datamodule(cfg)
-    po = sft.for_stage(**stage_data_args(cfg, "po"))
+    po = sft.for_training(**stage_data_args(cfg, "po"))
     assert (sft.train_mode, po.train_mode) == ("sft", "preference")
     assert po.examples("train") == sft.examples("train")[:10]
     assert po.examples("val") is sft.examples("val")
     assert po.dataset is sft.dataset and po.num_negatives == 3
     assert (sft.batch_size, po.batch_size) == (32, 32) and sft.max_train_examples is None
     with pytest.raises(ValueError, match="po.num_negatives must be in 1..19"):
-        sft.for_stage("preference", 4, num_negatives=20)
+        sft.for_training("preference", 4, num_negatives=20)
 
 
 def test_po_seeds_share_the_sft_model_and_the_evaluated_rows(tmp_path):
@@ -312,7 +317,7 @@ def test_po_seeds_share_the_sft_model_and_the_evaluated_rows(tmp_path):
         extra = [] if po_seed is None else [f"po.seed={po_seed}"]
         cfg = compose([*SMALL, "po.num_negatives=3", *extra], tmp_path)
         sft = build_datamodule(cfg)
-        return cfg, sft, sft.for_stage(**stage_data_args(cfg, "po"))
+        return cfg, sft, sft.for_training(**stage_data_args(cfg, "po"))
 
     cfg0, sft0, po0 = po_data(None)
     assert cfg0.po.seed == cfg0.seed == 0 and po0.train_seed == sft0.train_seed == 0

@@ -93,7 +93,7 @@ def fit(cfg, dm, backbone, out: Path, stop: bool = False):
         trainer.callbacks.append(StopInSecondEpoch())
     trainer.fit(
         module,
-        datamodule=dm.for_stage(**stage_data_args(cfg, "po")),
+        datamodule=dm.for_training(**stage_data_args(cfg, "po")),
         ckpt_path=resume_path(cfg, "po"),
     )
     return module, trainer

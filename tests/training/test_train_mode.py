@@ -72,7 +72,7 @@ def fit_po(overrides: list[str], reference: str, callback: L.Callback, tmp_path)
     )
     trainer = make_trainer(cfg, "po", 1, extra_callbacks=[callback])
     torch.manual_seed(0)
-    trainer.fit(module, datamodule=dm.for_stage(**stage_data_args(cfg, "po")))
+    trainer.fit(module, datamodule=dm.for_training(**stage_data_args(cfg, "po")))
 
 
 @pytest.mark.parametrize(

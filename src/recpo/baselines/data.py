@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from recpo.data import Example, RecDataModule
-from recpo.data.errors import DataError
+from recpo.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from recpo.data.candidates import sample_candidates
-from recpo.data.errors import DataError
 from recpo.data.records import Example, ItemCatalog
+from recpo.errors import DataError
 
 
 def reproducing_candidates(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -62,12 +61,11 @@ def reference_metrics(
 
 def main(overrides: list[str]) -> dict[str, float]:
     import hydra
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[3] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("train", overrides=["paths.output_dir=.", *overrides])
+    from recpo.config import compose
+
+    cfg = compose(["paths.output_dir=.", *overrides])
     dm = hydra.utils.instantiate(cfg.data)
     train = list(dm.examples("train"))
     for split in OmegaConf.select(cfg, "baseline.prefix_splits", default=[]):

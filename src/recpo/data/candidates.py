@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from recpo.data.errors import DataError
 from recpo.data.records import Example, ItemCatalog
+from recpo.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recpo.data.errors import DataError
+from recpo.errors import DataError
 
 CATALOG_FILES = ("id2name.txt", "u.item")
 

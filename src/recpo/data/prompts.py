@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recpo.data.errors import DataError
+from recpo.errors import DataError
 
 # {history} and {candidates} are filled with titles joined by ", ".
 TEMPLATES: dict[str, list[str]] = {
@@ -63,6 +63,8 @@ TEMPLATES: dict[str, list[str]] = {
 SEPARATOR = ", "
 
 
+# Every template ends with this word; answers are tokenised as its continuation
+# (recpo.data.batches.Collator.answer_ids).
 ANSWER_SUFFIX = "Answer:"
 SLOTS = ("history", "candidates")
 

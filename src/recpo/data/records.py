@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The splits of every dataset, in order.
+SPLITS = ("train", "val", "test")
+
 
 @dataclass(frozen=True)
 class Example:
@@ -71,14 +74,14 @@ class RecDataset:
     origins: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def split(self, name: str) -> list[Example]:
-        if name not in ("train", "val", "test"):
+        if name not in SPLITS:
             raise KeyError(f"unknown split {name!r}; expected one of train, val, test")
         return getattr(self, name)
 
     def describe_origins(self) -> str:
         """One line: the rows of each split and where they came from."""
         parts = []
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             rows = self.split(split)
             origins = self.origins.get(split) or {split: len(rows)}
             detail = " + ".join(f"{n:,} {origin}" for origin, n in origins.items())

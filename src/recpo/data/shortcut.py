@@ -12,7 +12,7 @@ threshold (10 of 19 by default)::
     python -m recpo.data.shortcut data=steam paths.data_dir=../shared/data --splits val test
 
 Arguments of the form ``key=value`` are overrides of the training config
-(``conf/train.yaml``), so the measured rows are exactly those a run reads.
+(:func:`recpo.config.compose`), so the measured rows are exactly those a run reads.
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ import argparse
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 from recpo.data.candidates import PROTOCOLS, attach_candidates
-from recpo.data.errors import DataError
 from recpo.data.records import Example, RecDataset
-
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
+from recpo.errors import DataError
 
 
 def negatives(ex: Example) -> frozenset[int]:
@@ -131,26 +128,14 @@ def format_table(name: str, measures: dict[tuple[str, str], ShortcutMeasure]) ->
     return "\n".join(lines)
 
 
-def compose_config(overrides: list[str]):
-    """The training config (``conf/train.yaml``) composed with ``overrides``, outside a
-    Hydra run."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = "."  # the run-folder interpolation needs a Hydra run
-    return cfg
-
-
 def _load(overrides: list[str]):
     """The composed config and its dataset."""
     from omegaconf import OmegaConf
 
+    from recpo.config import compose
     from recpo.data.sources import load_source
 
-    cfg = compose_config(overrides)
+    cfg = compose(overrides, output_dir=".")
     return cfg, load_source(**OmegaConf.to_container(cfg.data.source, resolve=True))
 
 

@@ -1,37 +1,30 @@
-"""Load a dataset described by a data config (the ``data.source`` node)."""
+"""Load a dataset described by a data config (the ``data.source`` node).
+
+The node names its format's reader (``reader._target_``, one function of
+:mod:`recpo.data.formats` or :func:`recpo.data.synthetic.read_synthetic`) and holds the
+reader's arguments next to the keys every dataset has (:func:`load_source`).
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from recpo.data.errors import DataError
-from recpo.data.readers import (
-    LLARA_FILES,
-    SPLITS,
-    CatalogFormat,
-    read_catalog,
-    read_llara,
-    read_raw,
-    read_sdpo_json,
-)
-from recpo.data.records import Example, RecDataset
-from recpo.data.synthetic import SyntheticConfig, write_synthetic
+from recpo.data.augment import augment_train_from_val_users
+from recpo.data.records import SPLITS, RecDataset
+from recpo.errors import DataError
 
 log = logging.getLogger(__name__)
 
-# A val row and a test row are taken to belong to the same user when the last
-# (up to) this many items of one's sequence (history + target) occur, in order and
-# contiguously, in the other's history.
-LINK_ITEMS = 5
-AUGMENTED_ORIGIN = "val history prefixes"
+# Where a config names the reader. A reader is code, not a setting: ``data.source.format``
+# names the format, so the SFT content key, the check that a folder holds the same job
+# and the report's settings leave this key out (jobs and SFT models from before it
+# existed keep matching, and moving a reader to another module changes nothing).
+READER_KEY = "data.source.reader"
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
@@ -45,262 +38,99 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     return Path(value).expanduser()
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where and how a dataset is read: the keys of the ``data.source`` config node.
+def dataset_directory(data_dir: str | Path | None, folder: str | None, name: str) -> Path:
+    """The dataset's folder: ``folder`` when absolute, else ``data_dir/folder`` (``folder``
+    defaults to the dataset's name)."""
+    if folder and Path(folder).is_absolute():
+        return Path(folder)
+    return resolve_data_dir(data_dir) / (folder or name)
+
+
+def _reader_name(reader: Callable) -> str:
+    func = getattr(reader, "func", reader)  # a functools.partial (``_partial_: true``)
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def reader_arguments(
+    reader: Callable, format: str | None, available: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """The keyword arguments of ``reader``: those of ``available`` (keys every dataset has)
+    and ``options`` (the format's own keys) that it names. ``directory`` is resolved only
+    for a reader that reads a folder. An option set but not read by the reader is a
+    :class:`DataError` (a key of another format, or a typo)."""
+    params = inspect.signature(reader).parameters
+    unread = [k for k, v in options.items() if k not in params and v is not None]
+    if unread:
+        what = f"the {format} format's reader" if format else "the reader"
+        raise DataError(
+            f"data.source.{unread[0]}: not read by {what} {_reader_name(reader)} "
+            f"(it reads {', '.join(params)})"
+        )
+    args = {k: v for k, v in {**available, **options}.items() if k in params}
+    if "directory" in params:
+        args["directory"] = dataset_directory(
+            available.get("data_dir"), available.get("folder"), available["name"]
+        )
+    return args
+
+
+def load_source(
+    reader: Callable[..., RecDataset] | Mapping,
+    name: str,
+    *,
+    format: str | None = None,
+    data_dir: str | Path | None = None,
+    folder: str | None = None,
+    cache_dir: str | Path | None = None,
+    min_history: int = 3,
+    max_history: int = 10,
+    split_seed: int = 0,
+    augment_train_from_val: float = 0.0,
+    **options: Any,
+) -> RecDataset:
+    """Read the dataset of a ``data.source`` node with its reader, then turn val users
+    into training rows when ``augment_train_from_val`` is set.
 
     Args:
-        format: Which reader to use: ``llara``, ``sdpo_json``, ``raw`` or ``synthetic``.
+        reader: The format's reader, or its config node (``_target_``, ``_partial_``).
         name: Dataset name (used in logs and run folders).
+        format: The format's name (``llara``, ``sdpo_json``, ``raw``, ``synthetic``):
+            named in messages, and a key of the SFT content key where the reader's
+            module path is not (see ``recpo.training.sft_cache.SFT_KEY_EXCLUDED``).
         data_dir: Root data folder (``paths.data_dir``); ``folder`` is relative to it.
         folder: The dataset's folder under ``data_dir`` (or an absolute path).
         cache_dir: Where generated data goes (synthetic).
-        padding_id: The item id that pads histories in the files (LLaRA, S-DPO JSON).
-        files: Per-split file stems (LLaRA) or paths (S-DPO JSON) overriding the defaults.
-        allow_pickle: Read the published pandas pickles (they run code when loaded).
         min_history, max_history: Rows with fewer history items are dropped; longer
-            histories keep their last ``max_history`` items (raw, synthetic).
-        split_seed: Seed of the user split (raw, synthetic).
-        clean: Title cleaning (``strip_parenthetical``, ``max_chars``).
-        synthetic: :class:`~recpo.data.synthetic.SyntheticConfig` fields.
-        catalog: How to read the item catalog (fields of
-            :class:`recpo.data.readers.CatalogFormat`); ``None``: ``id2name.txt``.
-        augment_train_from_val: Share of the val users whose sequences become
-            training rows (see :func:`augment_train_from_val_users`); 0 keeps the
+            histories keep their last ``max_history`` items (the readers that build
+            histories, and the rows from val users).
+        split_seed: Seed of the user split (raw, synthetic) and of the val users moved.
+        augment_train_from_val: Share of the val users whose sequences become training
+            rows (:func:`~recpo.data.augment.augment_train_from_val_users`); 0 keeps the
             splits as they are.
+        options: The format's own keys, each an argument of ``reader`` (e.g. LLaRA's
+            ``padding_id``, ``files``, ``allow_pickle``, ``catalog``; ``clean``).
     """
+    if min_history < 1:
+        raise DataError(f"data.source.min_history must be at least 1, got {min_history}")
+    if isinstance(reader, Mapping):
+        import hydra
 
-    format: str
-    name: str
-    data_dir: str | Path | None = None
-    folder: str | None = None
-    cache_dir: str | Path | None = None
-    padding_id: int | None = None
-    files: dict | None = None
-    allow_pickle: bool = False
-    min_history: int = 3
-    max_history: int = 10
-    split_seed: int = 0
-    clean: dict | None = None
-    synthetic: dict | None = None
-    catalog: dict | None = None
-    augment_train_from_val: float = 0.0
-
-    def directory(self) -> Path:
-        """The dataset's folder: ``folder`` when absolute, else under ``data_dir``."""
-        if self.folder and Path(self.folder).is_absolute():
-            return Path(self.folder)
-        return resolve_data_dir(self.data_dir) / (self.folder or self.name)
-
-    def read(self) -> RecDataset:
-        """The splits as the files hold them (before any augmentation)."""
-        clean = dict(self.clean or {})
-        name, min_history, max_history = self.name, self.min_history, self.max_history
-        if self.format == "synthetic":
-            if self.cache_dir is None:
-                raise DataError("the synthetic dataset needs paths.cache_dir")
-            directory = write_synthetic(SyntheticConfig(**(self.synthetic or {})), self.cache_dir)
-            return read_raw(directory, name, max_history, min_history, self.split_seed, clean=clean)
-        directory = self.directory()
-        if self.format == "llara":
-            return read_llara(
-                directory,
-                name,
-                self.padding_id,
-                self.files,
-                self.allow_pickle,
-                min_history,
-                clean,
-                self.catalog,
-            )
-        if self.format == "raw":
-            return read_raw(directory, name, max_history, min_history, self.split_seed, clean=clean)
-        if self.format == "sdpo_json":
-            stems = {s: f"{name}-{s}.json" for s in ("train", "val", "test")}
-            stems.update(self.files or {})
-            items = None
-            fmt = CatalogFormat.from_config(self.catalog)
-            if (directory / fmt.file).is_file():
-                items = read_catalog(directory / fmt.file, self.padding_id, fmt, clean)
-            return read_sdpo_json({s: directory / f for s, f in stems.items()}, name, items, clean)
-        raise DataError(
-            f"unknown data.source.format {self.format!r}; expected llara, sdpo_json, raw or synthetic"
-        )
-
-
-def load_source(format: str, name: str, **settings: Any) -> RecDataset:
-    """Read the dataset of a ``data.source`` node (the fields of :class:`Source`), then
-    turn val users into training rows when ``augment_train_from_val`` is set."""
-    source = Source(format, name, **settings)
-    if source.min_history < 1:
-        raise DataError(f"data.source.min_history must be at least 1, got {source.min_history}")
-    ds = source.read()
+        reader = hydra.utils.instantiate(reader)
+    available = dict(
+        name=name,
+        data_dir=data_dir,
+        folder=folder,
+        cache_dir=cache_dir,
+        min_history=min_history,
+        max_history=max_history,
+        split_seed=split_seed,
+    )
+    ds = reader(**reader_arguments(reader, format, available, options))
     if not ds.origins:
-        stems = {**LLARA_FILES, **(source.files or {})} if format == "llara" else {}
-        ds.origins = {s: {stems.get(s, s): len(ds.split(s))} for s in SPLITS}
-    if source.augment_train_from_val:
+        ds.origins = {s: {s: len(ds.split(s))} for s in SPLITS}
+    if augment_train_from_val:
         ds = augment_train_from_val_users(
-            ds,
-            source.augment_train_from_val,
-            source.split_seed,
-            source.min_history,
-            source.max_history,
+            ds, augment_train_from_val, split_seed, min_history, max_history
         )
     log.info("data used: %s", ds.describe_origins())
     return ds
-
-
-# ---------------------------------------------------------------- train rows from val users
-
-
-def _sequence(ex: Example) -> tuple[int, ...]:
-    return (*ex.history, ex.target)
-
-
-def _windows(seq: tuple[int, ...], sizes: Iterable[int]) -> set[tuple[int, ...]]:
-    return {seq[i : i + k] for k in sizes for i in range(len(seq) - k + 1)}
-
-
-def rows_linked_to(rows: list[Example], others: list[Example]) -> set[int]:
-    """Indices of ``rows`` that may belong to the same user as some row of ``others``.
-
-    The tables carry no user id. A user's later row holds the end of an earlier
-    row's sequence (history + target) in its history, so two rows are linked when
-    the last ``LINK_ITEMS`` items (fewer for shorter sequences) of one's sequence
-    occur contiguously in the other's history, in either direction. Chance
-    matches only make the check more cautious.
-    """
-    other_tails = {_sequence(o)[-LINK_ITEMS:] for o in others}
-    other_windows: set[tuple[int, ...]] = set()
-    for o in others:
-        other_windows |= _windows(o.history, range(2, LINK_ITEMS + 1))
-    tail_sizes = sorted({len(t) for t in other_tails})
-    linked = set()
-    for i, ex in enumerate(rows):
-        if _sequence(ex)[-LINK_ITEMS:] in other_windows or (
-            _windows(ex.history, tail_sizes) & other_tails
-        ):
-            linked.add(i)
-    return linked
-
-
-def group_users(rows: list[Example], max_history: int) -> list[list[int]]:
-    """Group rows into users: row B follows row A when B's history is the end of A's
-    sequence (the last ``max_history`` items of A's history + target), which is how
-    every prefix of one user's sequence becomes a row (LastFM's held-out users).
-    Groups are lists of row indices in file order, ordered by their first row."""
-    parent = list(range(len(rows)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    by_end: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, ex in enumerate(rows):
-        by_end[_sequence(ex)[-max_history:]].append(i)
-    for j, ex in enumerate(rows):
-        for i in by_end.get(ex.history, ()):
-            parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(rows)):
-        groups[root(i)].append(i)
-    return sorted(groups.values(), key=lambda g: g[0])
-
-
-def prefix_examples(ex: Example, min_history: int, max_history: int) -> list[Example]:
-    """Every next-item step of a row's sequence (history + target) with at least
-    ``min_history`` earlier items, the history cut to the last ``max_history``."""
-    seq = _sequence(ex)
-    return [
-        Example(seq[max(0, t - max_history) : t], seq[t], None, ex.row)
-        for t in range(min_history, len(seq))
-    ]
-
-
-def user_examples(rows: list[Example], min_history: int, max_history: int) -> list[Example]:
-    """Training rows from one user's rows: every step of each row's sequence
-    (:func:`prefix_examples`), except steps another row of the user already shows
-    with at least as much history (LastFM-style users, whose every prefix is a
-    row, give back their own rows plus the first steps), each step once."""
-    by_target: dict[int, list[tuple[int, ...]]] = defaultdict(list)
-    for ex in rows:
-        by_target[ex.target].append(ex.history)
-    out, seen = [], set()
-    for ex in rows:
-        for step in prefix_examples(ex, min_history, max_history):
-            key = (step.history, step.target)
-            n = len(step.history)
-            covered = any(
-                len(h) > n and h[len(h) - n :] == step.history for h in by_target[step.target]
-            )
-            if key not in seen and not covered:
-                seen.add(key)
-                out.append(step)
-    return out
-
-
-def augment_train_from_val_users(
-    ds: RecDataset, fraction: float, seed: int, min_history: int = 3, max_history: int = 10
-) -> RecDataset:
-    """Move a share of the val users into training, as history-prefix rows.
-
-    For data whose training file is only a sample (Steam here), this adds training
-    rows without touching the test split. Val rows are grouped into users
-    (:func:`group_users`); ``round(fraction * users)`` users, drawn with ``seed``,
-    leave val, and every step of their sequences (history + val target) with at
-    least ``min_history`` earlier items becomes a training row. Val users whose
-    sequence may continue into a test row (:func:`rows_linked_to`) are never
-    moved. Validation uses the remaining val users; test is unchanged.
-
-    Args:
-        ds: The dataset as read.
-        fraction: Share of the val users to move, in [0, 1).
-        seed: Which users move (a fixed seed gives the same split for every run).
-        min_history: Fewest history items of a new training row.
-        max_history: History window of the new rows (the tables' ``seq`` width).
-    """
-    if not 0 <= fraction < 1:
-        raise DataError(
-            f"data.source.augment_train_from_val must be in [0, 1) (a share of the val users; "
-            f"1 would leave nothing to validate on), got {fraction}"
-        )
-    groups = group_users(ds.val, max_history)
-    linked = rows_linked_to(ds.val, ds.test)
-    eligible = [g for g in groups if not linked.intersection(g)]
-    n_move = int(round(fraction * len(groups)))
-    if n_move > len(eligible):
-        log.warning(
-            "%s: %d of %d val users may continue into test rows and stay in val; "
-            "moving %d users instead of %d",
-            ds.name,
-            len(groups) - len(eligible),
-            len(groups),
-            len(eligible),
-            n_move,
-        )
-        n_move = len(eligible)
-    order = np.random.default_rng([seed, 2_147_483_629]).permutation(len(eligible))
-    moved_set = {i for k in order[:n_move] for i in eligible[k]}
-    added: list[Example] = []
-    for k in sorted(order[:n_move], key=lambda k: eligible[k][0]):
-        added.extend(user_examples([ds.val[i] for i in eligible[k]], min_history, max_history))
-    val = [ex for i, ex in enumerate(ds.val) if i not in moved_set]
-    origins = {s: dict(ds.origins.get(s) or {s: len(ds.split(s))}) for s in SPLITS}
-    origins["train"][f"{AUGMENTED_ORIGIN} ({n_move} of {len(groups)} val users)"] = len(added)
-    origins["val"] = {
-        f"{name}, the other {len(groups) - n_move} val users": len(val) for name in origins["val"]
-    }
-    log.info(
-        "%s: %d training rows from the sequences of %d of %d val users (seed %d); "
-        "%d val rows left; %d val users linked to test rows were not eligible",
-        ds.name,
-        len(added),
-        n_move,
-        len(groups),
-        seed,
-        len(val),
-        len(groups) - len(eligible),
-    )
-    return replace(ds, train=[*ds.train, *added], val=val, origins=origins)

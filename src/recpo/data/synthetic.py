@@ -8,7 +8,7 @@ chose. A model that learns the genre of each item and the transition structure
 beats random ranking of 20 candidates (HitRatio@1 = 0.05) by a wide margin.
 
 The generator writes the raw format (``interactions.csv``, ``items.csv``) so the
-demo goes through the same reader as users' own data.
+demo goes through the same reader as users' own data (:func:`read_synthetic`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from recpo.data.formats.raw import read_raw
+from recpo.data.records import RecDataset
+from recpo.errors import DataError
 
 _ONSETS = [
     "b",
@@ -138,3 +142,29 @@ def write_synthetic(cfg: SyntheticConfig, cache_dir: str | Path) -> Path:
         df.to_csv(tmp, index=False)
         tmp.replace(out / f"{name}.csv")
     return out
+
+
+def read_synthetic(
+    *,
+    cache_dir: str | Path | None,
+    name: str,
+    synthetic: dict | None = None,
+    max_history: int = 10,
+    min_history: int = 3,
+    split_seed: int = 0,
+    clean: dict | None = None,
+) -> RecDataset:
+    """The reader of ``data=synthetic``: generate the dataset into ``cache_dir`` (once per
+    ``synthetic``, the :class:`SyntheticConfig` fields) and read it as raw interactions
+    (:func:`~recpo.data.formats.raw.read_raw`, with the other arguments)."""
+    if cache_dir is None:
+        raise DataError("the synthetic dataset needs paths.cache_dir")
+    directory = write_synthetic(SyntheticConfig(**(synthetic or {})), cache_dir)
+    return read_raw(
+        directory=directory,
+        name=name,
+        max_history=max_history,
+        min_history=min_history,
+        split_seed=split_seed,
+        clean=clean,
+    )

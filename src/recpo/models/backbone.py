@@ -16,15 +16,13 @@ from typing import Any
 
 import torch
 
+from recpo.errors import BackboneError
+from recpo.models.smollm2 import resolve_smollm2
 from recpo.models.tiny import build_tiny_backbone
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class BackboneError(RuntimeError):
-    """A backbone cannot be loaded (missing folder, missing optional package)."""
 
 
 @dataclass
@@ -54,8 +52,6 @@ def resolve_checkpoint(
             seed=cfg.init_seed,
         )
     if cfg.kind == "smollm2":
-        from recpo.models.smollm2 import resolve_smollm2
-
         return resolve_smollm2(cfg, model_dir, cache_dir)
     if cfg.kind != "pretrained":
         raise BackboneError(

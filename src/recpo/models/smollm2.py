@@ -40,7 +40,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from recpo.models.backbone import BackboneError
+from recpo.errors import BackboneError
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ def _hint(cfg: Any, cache_dir: str | Path) -> str:
         f"Face {cfg.name} folder instead: backbone.source=model_dir "
         f"paths.model_dir=<folder holding {cfg.name}/>"
     )
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_sha256(wheel: zipfile.ZipFile, member: str) -> str | None:

@@ -1,4 +1,5 @@
-"""What every LLM training stage shares: optimiser set-up, ranking validation, saving."""
+"""What the LightningModules of the pipeline's stages (SFT, PO) share: optimiser set-up,
+ranking validation, checkpoints, saving."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from recpo.models.scoring import score_answers
 RANK_KEYS = RANK_METRICS
 
 
-class LLMStage(L.LightningModule):
-    """Base class: holds the policy, its optimiser factories and ranking validation.
+class LLMModule(L.LightningModule):
+    """Base class of the SFT and PO modules: holds the policy, its optimiser factories
+    and ranking validation.
 
     Validation scores the 20 candidates of each val row by sequence log-prob
     (one shared forward per prompt) and logs ``val/hr@1``, ``val/hr@5``,

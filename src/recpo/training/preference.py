@@ -13,12 +13,12 @@ from torch import Tensor
 
 from recpo.metric_names import LOSS, train_key
 from recpo.objectives.types import ObjectiveOutput, PreferenceLogps
-from recpo.training.common import LLMStage
+from recpo.training.common import LLMModule
 
 REFERENCES = ("copy", "disable_adapter", "precompute", "none")
 
 
-class PreferenceModule(LLMStage):
+class PreferenceModule(LLMModule):
     """Scores the target and K negatives of each prompt with the policy and the
     reference, then applies ``objective`` (e.g. DMPO, DynamicPO).
 
@@ -34,7 +34,7 @@ class PreferenceModule(LLMStage):
             before a resumed run's weights are restored) or given with
             :meth:`set_reference_table`;
             ``none``: reference-free objectives.
-        optimizer, scheduler, warmup_ratio, scoring: see :class:`LLMStage`.
+        optimizer, scheduler, warmup_ratio, scoring: see :class:`LLMModule`.
     """
 
     def __init__(
@@ -70,7 +70,8 @@ class PreferenceModule(LLMStage):
     def setup(self, stage: str) -> None:
         """``precompute``: the reference table from the policy as it is when fit
         starts (the SFT weights), over the datamodule's training rows. Lightning calls
-        this before it restores a checkpoint, so a resumed run gets the same table."""
+        this before it restores a checkpoint, so a resumed run gets the same table.
+        ``stage`` is Lightning's (``fit``, ``validate``, ...), passed by that name."""
         if stage != "fit" or self.reference != "precompute" or self.ref_table.numel():
             return
         dm = self.trainer.datamodule
@@ -131,7 +132,7 @@ class PreferenceModule(LLMStage):
 
 @torch.no_grad()
 def precompute_reference(
-    module: LLMStage, model: Any, loader: Any, num_examples: int, num_candidates: int
+    module: LLMModule, model: Any, loader: Any, num_examples: int, num_candidates: int
 ) -> Tensor:
     """Reference log-probs of every candidate of every training row, ``(N, C)``."""
     from tqdm.auto import tqdm

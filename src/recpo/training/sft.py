@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from recpo.training.common import LLMStage
+from recpo.training.common import LLMModule
 
 
-class SFTModule(LLMStage):
+class SFTModule(LLMModule):
     """Fine-tunes the backbone on "history + candidates -> next item".
 
     The loss is the mean negative log-likelihood over the answer tokens of the

@@ -23,18 +23,21 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from recpo.config import drop_keys
 from recpo.data.datamodule import RecDataModule
+from recpo.data.sources import READER_KEY
 from recpo.models.tiny import content_key
 
 log = logging.getLogger(__name__)
 
 # The nodes that decide what SFT learns; the SFT key hashes each of them whole ...
 SFT_KEY_NODES = ("data", "backbone", "sft", "trainer", "seed", "scoring")
-# ... except these keys, which change where files are read from or whether a stored
-# result is reused, never the weights. The rows read from the files are hashed
-# instead (RecDataModule.rows_key), so the same data in another folder gives the
-# same key and other data in the same folder does not.
-SFT_KEY_EXCLUDED = ("data.source.data_dir", "data.source.cache_dir", "sft.reuse")
+# ... except these keys, which change where files are read from, which function reads
+# them or whether a stored result is reused, never the weights. The rows read from the
+# files are hashed instead (RecDataModule.rows_key), so the same data in another folder
+# gives the same key and other data in the same folder does not. The reader (READER_KEY)
+# is code named by its module path; the format's name, data.source.format, is hashed.
+SFT_KEY_EXCLUDED = ("data.source.data_dir", "data.source.cache_dir", READER_KEY, "sft.reuse")
 # Everything else is not part of the SFT key: paths, runtime (threads, workers, eval
 # batch size, logging cadence), logger, callbacks, eval, po, objective, stages.
 
@@ -43,17 +46,8 @@ def _hashed(cfg: DictConfig, name: str, excluded: tuple[str, ...] = SFT_KEY_EXCL
     """``cfg[name]`` resolved, without the keys of ``excluded`` that lie inside it."""
     node = OmegaConf.select(cfg, name, throw_on_missing=True)
     value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    for key in excluded:
-        head, _, rest = key.partition(".")
-        if head != name:
-            continue
-        parent = value
-        *path, leaf = rest.split(".")
-        for part in path:
-            parent = parent.get(part) if isinstance(parent, dict) else None
-        if isinstance(parent, dict):
-            parent.pop(leaf, None)
-    return value
+    inside = [k.partition(".")[2] for k in excluded if k.partition(".")[0] == name]
+    return drop_keys(value, inside) if isinstance(value, dict) else value
 
 
 def effective_batch_size(cfg: DictConfig, stage: str) -> int | str:

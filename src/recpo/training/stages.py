@@ -55,7 +55,7 @@ def load_best(module: torch.nn.Module, trainer: Any) -> None:
     """Load the best checkpoint's weights (by the monitored val metric) into ``module``.
 
     A checkpoint holds the trained parameters only (LoRA: the adapter); the frozen
-    weights are those already in ``module`` (see ``LLMStage.load_state_dict``).
+    weights are those already in ``module`` (see ``LLMModule.load_state_dict``).
     """
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best and Path(best).is_file():

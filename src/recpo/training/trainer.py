@@ -14,9 +14,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from recpo.training.loggers import is_rank_zero, make_loggers
-
-__all__ = ["AtomicCheckpointIO", "is_rank_zero", "make_loggers", "make_trainer", "stage_checkpoint"]
+from recpo.training.loggers import make_loggers
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
