@@ -15,9 +15,12 @@ import functools
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from recpo.objectives import (
     PreferenceLogps,
@@ -190,6 +193,17 @@ def test_other_objectives_match_eager(name: str) -> None:
     compiled = CompiledObjective(OBJECTIVES[name], backend=backend)
     assert_same(compiled, OBJECTIVES[name], preference_logps(4, 6, seed=3, masked=True))
     assert backend.graphs >= 1
+
+
+def test_beta_dpo_keeps_its_running_state_step_after_step() -> None:
+    """β-DPO updates its running margin (a ``BetaDPOState`` built by its YAML) at every
+    call: a compiled copy and an eager copy give the same results and states over steps."""
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf/objective/beta_dpo.yaml")
+    eager, compiled = instantiate(cfg), CompiledObjective(instantiate(cfg), backend="aot_eager")
+    for seed in range(3):
+        assert_same(compiled, eager, preference_logps(4, 6, seed=seed, masked=True))
+        assert compiled.eager.state.mean == eager.state.mean
+    assert eager.state.mean is not None
 
 
 def test_non_finite_log_probs_still_raise() -> None:

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recpo.objectives import (
-    STAGE_ALL,
-    STAGE_CLUSTER,
-    STAGE_VIOLATION,
+    RULE_ALL,
+    RULE_CLUSTER,
+    RULE_VIOLATION,
     kmeans_1d_exact,
     kmeans_1d_lloyd,
     select_boundary_negatives,
@@ -257,7 +257,7 @@ def test_stage_one_selects_violations() -> None:
     chosen = torch.tensor([-5.0])
     selection = select_boundary_negatives(logps, chosen)
     assert selection.selected.tolist() == [[True, False, False, True]]
-    assert selection.stage.tolist() == [STAGE_VIOLATION]
+    assert selection.rule.tolist() == [RULE_VIOLATION]
     inclusive = select_boundary_negatives(logps, chosen, stage1_inclusive=True)
     assert inclusive.selected.tolist() == [[True, False, True, True]]
 
@@ -267,18 +267,18 @@ def test_ablation_switches() -> None:
     logps = torch.tensor([[-1.0, -10.0, -11.0, -30.0, -31.0], [-30.0, -20.0, -19.0, -3.0, -2.5]])
     chosen = torch.tensor([-2.0, 0.0])
     expected = {
-        (True, True): ([[1, 0, 0, 0, 0], [0, 0, 0, 1, 1]], [STAGE_VIOLATION, STAGE_CLUSTER]),
-        (True, False): ([[1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], [STAGE_VIOLATION, STAGE_ALL]),
-        (False, True): ([[1, 0, 0, 0, 0], [0, 0, 0, 1, 1]], [STAGE_CLUSTER, STAGE_CLUSTER]),
-        (False, False): ([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]], [STAGE_ALL, STAGE_ALL]),
+        (True, True): ([[1, 0, 0, 0, 0], [0, 0, 0, 1, 1]], [RULE_VIOLATION, RULE_CLUSTER]),
+        (True, False): ([[1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], [RULE_VIOLATION, RULE_ALL]),
+        (False, True): ([[1, 0, 0, 0, 0], [0, 0, 0, 1, 1]], [RULE_CLUSTER, RULE_CLUSTER]),
+        (False, False): ([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]], [RULE_ALL, RULE_ALL]),
     }
-    for (stage1, stage2), (selected, stage) in expected.items():
+    for (stage1, stage2), (selected, rule) in expected.items():
         for solver in ("exact", "lloyd"):
             result = select_boundary_negatives(
                 logps, chosen, stage1=stage1, stage2=stage2, solver=solver
             )
             assert result.selected.int().tolist() == selected, (stage1, stage2, solver)
-            assert result.stage.tolist() == stage, (stage1, stage2, solver)
+            assert result.rule.tolist() == rule, (stage1, stage2, solver)
 
 
 def test_small_k_ties_and_masks() -> None:
@@ -296,12 +296,12 @@ def test_small_k_ties_and_masks() -> None:
     chosen = torch.zeros(5)  # no valid negative beats it
     result = select_boundary_negatives(logps, chosen, mask)
     assert result.selected.int().tolist() == [[1, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 0]]
-    assert result.stage.tolist() == [STAGE_CLUSTER] * 4 + [STAGE_ALL]
+    assert result.rule.tolist() == [RULE_CLUSTER] * 4 + [RULE_ALL]
     assert torch.equal(
         select_boundary_negatives(logps[:4, :1], chosen[:4]).selected, torch.ones(4, 1).bool()
     )
     empty = select_boundary_negatives(torch.zeros(2, 0), torch.zeros(2))
-    assert empty.selected.shape == (2, 0) and empty.stage.tolist() == [STAGE_ALL, STAGE_ALL]
+    assert empty.selected.shape == (2, 0) and empty.rule.tolist() == [RULE_ALL, RULE_ALL]
 
 
 def test_all_ones_mask_equals_no_mask_and_permutation_equivariance() -> None:
@@ -310,7 +310,7 @@ def test_all_ones_mask_equals_no_mask_and_permutation_equivariance() -> None:
     chosen = torch.randn(64, generator=g) * 4 - 18
     plain = select_boundary_negatives(logps, chosen)
     masked = select_boundary_negatives(logps, chosen, torch.ones(64, 15, dtype=torch.bool))
-    assert torch.equal(plain.selected, masked.selected) and torch.equal(plain.stage, masked.stage)
+    assert torch.equal(plain.selected, masked.selected) and torch.equal(plain.rule, masked.rule)
     perm = torch.randperm(15, generator=g)
     permuted = select_boundary_negatives(logps[:, perm], chosen)
     assert torch.equal(permuted.selected, plain.selected[:, perm])
@@ -364,9 +364,9 @@ def test_selector_matches_a_per_row_reference(
         violations = v[r] & ((x[r] >= positive) if inclusive else (x[r] > positive))
         selected = result.selected[r].numpy()
         if violations.any():
-            assert (selected == violations).all() and result.stage[r] == STAGE_VIOLATION
+            assert (selected == violations).all() and result.rule[r] == RULE_VIOLATION
         elif v[r].any():
-            assert int(selected.sum()) in optimal[r][1] and result.stage[r] == STAGE_CLUSTER
+            assert int(selected.sum()) in optimal[r][1] and result.rule[r] == RULE_CLUSTER
             assert not (selected & ~v[r]).any()
         else:
-            assert not selected.any() and result.stage[r] == STAGE_ALL
+            assert not selected.any() and result.rule[r] == RULE_ALL

@@ -14,20 +14,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from recpo.report import FACTORS, ReportError, build_report, collect
 from recpo.report.__main__ import main
-from recpo.report.collect import (
-    Job,
-    Stat,
-    bin_stats,
-    binned,
-    job_entries,
-    method_label,
-    objective_name,
-)
-from recpo.report.figures import collapse_curve, win_rate_bars
+from recpo.report.collect import job_entries
+from recpo.report.curves import bin_stats, binned
+from recpo.report.figures.collapse import collapse_curve, curve_members
+from recpo.report.figures.training import win_rate_bars
+from recpo.report.jobs import Job
+from recpo.report.methods import method_label, objective_class
+from recpo.report.references import paired_stat
+from recpo.report.stats import Stat
 from tests.conftest import CONF, REPO, compose
 from tests.report.conftest import job_config, job_name, make_sweeps, results, write_job
 
@@ -268,28 +267,40 @@ def test_training_curves_are_binned_by_progress(sweeps):
     assert [s.mean for s in thirds] == pytest.approx([0.11, 0.145, 0.18])
 
 
+def label_of(target: str, **settings) -> str:
+    """The method label of a job whose objective node is ``target`` with ``settings``."""
+    config = OmegaConf.create({"objective": {"_target_": target, **settings}})
+    return method_label(objective_class(target, Path("config.yaml")), target, settings, config)
+
+
 def test_method_labels():
-    base = {"objective": "recpo.objectives.plugin.dynamicpo"}
-    assert method_label(base) == "DynamicPO"
-    assert method_label({**base, "stage1": False}) == "DynamicPO w/o Stage (I)"
-    assert method_label({**base, "stage1": False, "stage2": False}) == (
-        "DynamicPO w/o Stage (I & II)"
-    )
-    assert method_label({**base, "stage2": False, "dynamic_beta": False}) == (
+    dynamicpo = "recpo.objectives.plugin.dynamicpo"
+    assert label_of(dynamicpo) == "DynamicPO"
+    assert label_of(dynamicpo, stage1=False) == "DynamicPO w/o Stage (I)"
+    assert label_of(dynamicpo, stage1=False, stage2=False) == "DynamicPO w/o Stage (I & II)"
+    assert label_of(dynamicpo, stage2=False, dynamic_beta=False) == (
         "DynamicPO w/o Stage (II) & dynamic β"
     )
-    assert method_label({"objective": "recpo.objectives.plugin.dynamicpo_sdpo"}) == (
-        "DynamicPO-S-DPO"
+    assert label_of("recpo.objectives.plugin.dynamicpo_sdpo") == "DynamicPO-S-DPO"
+    assert label_of("recpo.objectives.losses.sdpo") == "S-DPO"
+    assert label_of("recpo.objectives.plugin.topk", k=4, dynamic_beta=False) == "Top-K (k=4)"
+    assert label_of("recpo.objectives.plugin.topk", k=2, dynamic_beta=True) == (
+        "Top-K (k=2) + dynamic β"
     )
-    assert method_label({"objective": "recpo.objectives.losses.sdpo"}) == "S-DPO"
-    topk = {"objective": "recpo.objectives.plugin.topk", "k": 4, "dynamic_beta": False}
-    assert method_label(topk) == "Top-K (k=4)"
-    # Targets that name the class instead of the function read the same.
-    assert method_label({**topk, "objective": "recpo.objectives.plugin.TopK"}) == "Top-K (k=4)"
-    assert method_label({"objective": "recpo.objectives.plugin.DynamicPOMPPO"}) == (
-        "DynamicPO-MPPO"
-    )
-    assert method_label({"objective": "recpo.objectives.losses.DMPO"}) == "DMPO"
+    assert label_of("recpo.objectives.plugin.beta_dpo", stage1=False) == "β-DPO w/o Stage (I)"
+    # Targets that name the class instead of the objective read the same.
+    assert label_of("recpo.objectives.plugin.TopK", k=4, dynamic_beta=False) == "Top-K (k=4)"
+    assert label_of("recpo.objectives.plugin.DynamicPOMPPO") == "DynamicPO-MPPO"
+    assert label_of("recpo.objectives.losses.DMPO") == "DMPO"
+
+
+def test_a_target_that_is_no_objective_is_one_line(tmp_path):
+    for target, why in (
+        ("recpo.objectives.plugin.no_such_objective", "does not import"),
+        ("recpo.objectives.losses.dmpo_losses", "is not a recpo.objectives.Objective"),
+    ):
+        with pytest.raises(ReportError, match=why):
+            objective_class(target, tmp_path / "config.yaml")
 
 
 def test_factor_paths_first_present_wins(tmp_path):
@@ -301,7 +312,7 @@ def test_factor_paths_first_present_wins(tmp_path):
     old["data"]["candidates"] = "independent"
     for name, cfg, k, protocol in (("new", new, 7, "published"), ("old", old, 9, "independent")):
         job = Job(tmp_path / name, OmegaConf.create(cfg), results(0.5, 0, 0.3))
-        (po,) = [e for e in job_entries(job) if e.stage == "po"]
+        (po,) = [e for e in job_entries(job) if e.part == "po"]
         assert po.factors["num_negatives"] == k
         assert po.factors["candidates"] == protocol
 
@@ -316,17 +327,18 @@ def test_real_configs_hold_every_needed_key(objective, tmp_path):
     OmegaConf.save(cfg, folder / "config.yaml", resolve=False)
     job = Job(folder, OmegaConf.load(folder / "config.yaml"), results(0.5, 0, 0.3))
     sft, po = job_entries(job)
-    assert (sft.stage, po.stage) == ("sft", "po")
+    assert (sft.part, po.part) == ("sft", "po")
     assert po.factors["dataset"] == "synthetic"
     assert po.factors["backbone"] == "tiny"
     assert isinstance(po.factors["num_negatives"], int)
-    assert objective_name(po) == objective
+    assert po.objective is type(get_method(cfg.objective._target_))
+    assert po.method.startswith(po.objective.label)
     assert po.factors["candidates"] in ("published", "independent")
     objective_cfg = OmegaConf.load(CONF / "objective" / f"{objective}.yaml")
     for name in ("stage1", "stage2", "k"):
         assert po.factors[name] == objective_cfg.get(name)
-    for path in ("stages", "seed"):
-        assert FACTORS[path].paths[0] in cfg
+    for name in ("stages", "seed"):
+        assert OmegaConf.select(cfg, FACTORS[name].paths[0]) is not None
 
 
 def test_duplicate_job_is_left_out_and_named(small, tmp_path):
@@ -462,7 +474,7 @@ def test_curve_refuses_to_mix_datasets_or_backbones(sweeps, tmp_path):
     lastfm = [
         c
         for c in study.conditions
-        if c.stage == "po" and c.method == "DMPO" and c.factors["dataset"] == "lastfm"
+        if c.part == "po" and c.method == "DMPO" and c.factors["dataset"] == "lastfm"
     ]
     with pytest.raises(ReportError, match=r"would mix backbones \(Llama-2-7b-hf, tiny\)"):
         win_rate_bars(lastfm, tmp_path / "y.png")
@@ -513,10 +525,8 @@ def test_training_summary_cells(report):
 def test_collapse_curve_draws_methods_run_at_several_k(sweeps):
     """Only DMPO and DynamicPO (α .5, γ 6) were run at K = 3 and 15; the ablations, Top-K
     and the α × γ grid ran at K = 15 only and are no curve."""
-    from recpo.report.figures import curve_members
-
     study = collect(sweeps)
-    lastfm = [c for c in study.conditions if c.stage == "po" and c.factors["dataset"] == "lastfm"]
+    lastfm = [c for c in study.conditions if c.part == "po" and c.factors["dataset"] == "lastfm"]
     members = curve_members(lastfm)
     assert sorted((c.method, c.factors["num_negatives"]) for c in members) == [
         ("DMPO", 3),
@@ -537,7 +547,7 @@ def test_few_steps_still_fill_the_first_and_last_interval(tmp_path):
         "step,train/rewards/win_rate\n0,0.1\n1,0.2\n2,0.3\n3,0.4\n",
     )
     study = collect(job)
-    (cond,) = [c for c in study.conditions if c.stage == "po"]
+    (cond,) = [c for c in study.conditions if c.part == "po"]
     (per_seed,) = binned(cond, "train/rewards/win_rate", 5)
     assert np.isnan(per_seed[2])
     assert np.delete(per_seed, 2) == pytest.approx([0.1, 0.2, 0.3, 0.4])
@@ -564,12 +574,10 @@ def test_paired_collapse_points_subtract_each_jobs_own_sft(sweeps):
     """DMPO at K = 3 on lastfm: HitRatio@1 .50/.60/.70 against SFT .30/.34/.32 of the same
     seeds → differences .20/.26/.38: mean .28, sample std .0917; rank HR@1 adds .1 to
     both sides, so the same differences."""
-    from recpo.report.tables import paired_stat
-
     cond = next(
         c
         for c in collect(sweeps).conditions
-        if c.stage == "po"
+        if c.part == "po"
         and c.method == "DMPO"
         and c.factors["dataset"] == "lastfm"
         and c.factors["num_negatives"] == 3

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recpo.errors import ReportError
 from recpo.report import build_report
-from recpo.report.collect import ReportError
 from recpo.report.rows import RowOutcomes, compare, mcnemar_exact, row_outcomes, write_hits
 from tests.report.conftest import job_name
 from tests.report.test_export_jobs import _export_module

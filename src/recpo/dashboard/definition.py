@@ -68,7 +68,7 @@ SMOOTHING = 0.6  # exponential smoothing of the training curves (W&B's 0..1 weig
 
 
 def setting_path(name: str) -> str:
-    from recpo.report.collect import FACTORS
+    from recpo.report.jobs import FACTORS
 
     return FACTORS[name].paths[0]
 

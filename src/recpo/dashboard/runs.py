@@ -18,12 +18,12 @@ class DashboardError(Exception):
 def run_settings(config: DictConfig) -> dict[str, Any]:
     """The dashboard's settings of one run config (``None`` where not set)."""
     from recpo.dashboard.definition import setting_path
-    from recpo.report.collect import _ABSENT, select
+    from recpo.report.jobs import ABSENT, select
 
     out = {}
     for name in dict.fromkeys((*FACETS, NEGATIVES, *SERIES, *TABLE_SETTINGS)):
         value = select(config, setting_path(name))
-        out[name] = None if value is _ABSENT else value
+        out[name] = None if value is ABSENT else value
     return out
 
 

@@ -33,8 +33,8 @@ sizes); the first call of a shape takes seconds (CPU: tens of seconds). Dynamo
 warns once that it traces through the selector's ``functools.lru_cache`` of
 split tables: those are pure functions of ``(K, device, dtype)``, so tracing
 the function itself computes the same tables.
-Objectives that keep state outside tensors (``beta_dpo`` with a ``BetaDPOState``)
-are left to eager mode.
+β-DPO's running margin (a ``BetaDPOState`` that every call updates) is updated by
+the compiled objective as by the eager one.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from recpo import metric_names as names
-from recpo.objectives.selection import STAGE_ALL, STAGE_CLUSTER, STAGE_VIOLATION
+from recpo.objectives.selection import RULE_ALL, RULE_CLUSTER, RULE_VIOLATION
 
 
 def masked_mean(values: Tensor, where: Tensor) -> Tensor:
@@ -74,13 +74,14 @@ def boundary_metrics(
     }
 
 
-def selection_metrics(selected: Tensor, stage: Tensor | None, valid: Tensor) -> dict[str, Tensor]:
-    """How many negatives were selected per example and by which stage.
+def selection_metrics(selected: Tensor, rule: Tensor | None, valid: Tensor) -> dict[str, Tensor]:
+    """How many negatives were selected per example and by which rule (Stage I, Stage II,
+    neither).
 
     Args:
         selected: ``(B, K)`` bool selection.
-        stage: ``(B,)`` long stage codes (see :mod:`recpo.objectives.selection`), or
-            None for a selector without stages (Top-K).
+        rule: ``(B,)`` long rule codes (``RULE_*`` of :mod:`recpo.objectives.selection`),
+            or None for a selector without Stage I and II (Top-K).
         valid: ``(B, K)`` bool.
     """
     rows = valid.any(dim=-1)
@@ -88,10 +89,10 @@ def selection_metrics(selected: Tensor, stage: Tensor | None, valid: Tensor) -> 
         names.SELECT_COUNT: masked_mean(selected.sum(dim=-1), rows),
         names.SELECT_SHARE: masked_mean(selected, valid),
     }
-    if stage is not None:
-        metrics[names.SELECT_STAGE1_SHARE] = masked_mean(stage == STAGE_VIOLATION, rows)
-        metrics[names.SELECT_STAGE2_SHARE] = masked_mean(stage == STAGE_CLUSTER, rows)
-        metrics[names.SELECT_ALL_SHARE] = masked_mean(stage == STAGE_ALL, rows)
+    if rule is not None:
+        metrics[names.SELECT_STAGE1_SHARE] = masked_mean(rule == RULE_VIOLATION, rows)
+        metrics[names.SELECT_STAGE2_SHARE] = masked_mean(rule == RULE_CLUSTER, rows)
+        metrics[names.SELECT_ALL_SHARE] = masked_mean(rule == RULE_ALL, rows)
     return metrics
 
 

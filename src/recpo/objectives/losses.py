@@ -167,6 +167,22 @@ class Objective:
     needs_token_counts: ClassVar[bool] = False
     beta: float  # the β of the loss and the scale of the rewards
 
+    # How reports name, order and compare the results of this objective: recpo.report
+    # imports the class a job's ``objective._target_`` names and reads these, so a new
+    # objective needs nothing in the report. Subclasses inherit them: set them anew.
+    label: ClassVar[str] = ""  # display name ("": the target's own name)
+    label_keys: ClassVar[tuple[str, ...]] = ()  # hyperparameters shown in the label: Top-K (k=3)
+    # The plain objective DynamicPO is plugged into (DynamicPO on DMPO: DMPO); set for the
+    # plug-ins only, whose ablations the report compares with the full method.
+    base: ClassVar[type[Objective] | None] = None
+    # The plain objective each result is compared with, seed by seed, in the paired tables.
+    paired_with: ClassVar[type[Objective] | None] = None
+    # The full method this one changes a part of (Top-K swaps DynamicPO's selection).
+    variant_of: ClassVar[type[Objective] | None] = None
+    # Place in tables: (group, place in the group); groups 2 plain objectives, 3 DynamicPO
+    # plug-ins, 4 selection baselines, 5 the rest (the report puts baselines and SFT first).
+    order: ClassVar[tuple[int, int]] = (5, 0)
+
     def __post_init__(self) -> None:
         # Types and ranges of the hyperparameters (recpo.settings): a bad value fails
         # when the objective is built, which the entry point does before any work.
@@ -244,6 +260,9 @@ class DPO(LogRatioObjective):
     r_w = 1, r_1 = −1, loss = −log σ(2) = log(1 + e^{−2}) = 0.126928.
     """
 
+    label = "DPO"
+    order = (2, 0)
+
     def negatives_problem(self, k: int) -> str | None:
         return None if k == 1 else "dpo takes exactly one negative per row (K=1)"
 
@@ -267,6 +286,8 @@ class DMPO(LogRatioObjective):
     logit = −1 − (−2 − 4)/2 = 2, loss = log(1 + e^{−2}) = 0.126928.
     """
 
+    label = "DMPO"
+    order = (2, 1)
     pair_losses = staticmethod(dmpo_losses)
 
 
@@ -278,6 +299,8 @@ class SDPO(LogRatioObjective):
     loss = log(1 + e^{−0.306853}) = 0.551445.
     """
 
+    label = "S-DPO"
+    order = (2, 2)
     pair_losses = staticmethod(sdpo_losses)
 
 
@@ -295,6 +318,8 @@ class MPPO(Objective):
     """
 
     needs_token_counts: ClassVar[bool] = True
+    label = "MPPO"
+    order = (2, 3)
     beta: ClassVar[float] = 1.0
 
     @property

@@ -53,16 +53,16 @@ class Plugin(Objective):
     """
 
     def select(self, logps: PreferenceLogps) -> tuple[Tensor, Tensor | None]:
-        """``(B, K)`` bool selection and ``(B,)`` stage codes (None without stages)."""
+        """``(B, K)`` bool selection and ``(B,)`` rule codes (None without Stage I and II)."""
         raise NotImplementedError
 
     def negative_beta(self, logps: PreferenceLogps, selected: Tensor) -> NegativeBeta:
         raise NotImplementedError
 
     def compute(self, logps: PreferenceLogps) -> ObjectiveOutput:
-        selected, stage = self.select(logps)
+        selected, rule = self.select(logps)
         beta, beta_diagnostics, keep = self.negative_beta(logps, selected)
-        metrics = selection_metrics(selected, stage, logps.valid)
+        metrics = selection_metrics(selected, rule, logps.valid)
         metrics.update(beta_diagnostics)
         chosen, rejected = self.scores(logps)
         losses = self.pair_losses(chosen, rejected, beta, selected)
@@ -102,7 +102,7 @@ class BoundarySelector(Plugin):
             stage1_inclusive=self.stage1_inclusive,
             lloyd_iters=self.lloyd_iters,
         )
-        return selection.selected, selection.stage
+        return selection.selected, selection.rule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,10 +158,18 @@ class DynamicPO(DynamicPOPlugin, DMPO):
     loss = log(1 + e^{0.529312}) = 0.992423.
     """
 
+    label = "DynamicPO"
+    base = paired_with = DMPO
+    order = (3, 0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class DynamicPOSDPO(DynamicPOPlugin, SDPO):
     """DynamicPO on S-DPO: −log σ( −log Σ_{j∈B} exp(β_j (r_j − r_w)) ); ``beta`` is β0."""
+
+    label = "DynamicPO-S-DPO"
+    base = paired_with = SDPO
+    order = (3, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +180,10 @@ class DynamicPOMPPO(DynamicPOPlugin, MPPO):
     w_j = 1 + α·tanh(...) of each pair term (independent of β0, hence no ``beta``);
     ``beta/mean`` then logs w_j.
     """
+
+    label = "DynamicPO-MPPO"
+    base = paired_with = MPPO
+    order = (3, 2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +197,11 @@ class TopK(DualMarginBeta, DMPO):
         dynamic_beta: give each kept negative its dual-margin β_j.
     """
 
+    label = "Top-K"
+    label_keys = ("k",)
+    paired_with = DMPO
+    variant_of = DynamicPO
+    order = (4, 0)
     k: int = setting(3, **AT_LEAST_ONE)
     dynamic_beta: bool = False
 
@@ -215,6 +232,9 @@ class BetaDPO(BoundarySelector, DMPO):
         state: running M_0/σ (updated in place by every call); None uses M_0 = 0.
     """
 
+    label = "β-DPO"
+    paired_with = DMPO
+    order = (5, 0)
     a: float = setting(0.6, **NON_NEGATIVE)
     filter_ratio: float = setting(0.0, **SHARE)
     state: BetaDPOState | None = None

@@ -42,12 +42,12 @@ from torch import Tensor
 
 from recpo.objectives.types import require_finite
 
-#: ``stage`` value of a row whose selection stages did not fire: all valid negatives kept.
-STAGE_ALL = 0
+#: ``rule`` of a row where neither Stage I nor Stage II fired: all valid negatives kept.
+RULE_ALL = 0
 #: Stage I fired: the negatives more likely than the positive were selected.
-STAGE_VIOLATION = 1
+RULE_VIOLATION = 1
 #: Stage II fired: the top k-means cluster was selected.
-STAGE_CLUSTER = 2
+RULE_CLUSTER = 2
 
 Solver = Literal["exact", "lloyd"]
 
@@ -79,12 +79,12 @@ class BoundarySelection:
     Attributes:
         selected: ``(B, K)`` bool, the boundary set B of each row (a subset of the valid
             negatives; non-empty for every row with at least one valid negative).
-        stage: ``(B,)`` long, :data:`STAGE_VIOLATION`, :data:`STAGE_CLUSTER` or
-            :data:`STAGE_ALL`, which rule produced the row's selection.
+        rule: ``(B,)`` long, :data:`RULE_VIOLATION`, :data:`RULE_CLUSTER` or
+            :data:`RULE_ALL`, which rule produced the row's selection.
     """
 
     selected: Tensor
-    stage: Tensor
+    rule: Tensor
 
 
 def _work_dtype(device: torch.device) -> torch.dtype:
@@ -352,7 +352,7 @@ def select_boundary_negatives(
         lloyd_iters: iterations of the Lloyd solver.
 
     Returns:
-        The selection mask and the stage that produced each row's selection.
+        The selection mask and the rule that produced each row's selection.
 
     Raises:
         ValueError: on CPU, when a valid log-prob (or L_w) is ±inf or NaN.
@@ -364,23 +364,23 @@ def select_boundary_negatives(
         return BoundarySelection(_valid(logps, mask), torch.zeros_like(chosen, dtype=torch.long))
 
     if stage2:
-        fallback, fallback_code = _top_cluster(logps, mask, solver, lloyd_iters), STAGE_CLUSTER
+        fallback, fallback_code = _top_cluster(logps, mask, solver, lloyd_iters), RULE_CLUSTER
     else:
-        fallback, fallback_code = _valid(logps, mask), STAGE_ALL
+        fallback, fallback_code = _valid(logps, mask), RULE_ALL
     if mask is None:
-        fallback_stage = torch.full_like(chosen, fallback_code, dtype=torch.long)
-    else:  # rows without any valid negative select nothing and report STAGE_ALL
-        fallback_stage = mask.any(dim=-1) * fallback_code
+        fallback_rule = torch.full_like(chosen, fallback_code, dtype=torch.long)
+    else:  # rows without any valid negative select nothing and report RULE_ALL
+        fallback_rule = mask.any(dim=-1) * fallback_code
     if not stage1:
-        return BoundarySelection(selected=fallback, stage=fallback_stage)
+        return BoundarySelection(selected=fallback, rule=fallback_rule)
 
     violations = logps >= chosen[:, None] if stage1_inclusive else logps > chosen[:, None]
     if mask is not None:
         violations &= mask
     violated = violations.any(dim=-1)
     selected = torch.where(violated[:, None], violations, fallback)
-    stage = fallback_stage.masked_fill(violated, STAGE_VIOLATION)
-    return BoundarySelection(selected=selected, stage=stage)
+    rule = fallback_rule.masked_fill(violated, RULE_VIOLATION)
+    return BoundarySelection(selected=selected, rule=rule)
 
 
 def _valid(logps: Tensor, mask: Tensor | None) -> Tensor:

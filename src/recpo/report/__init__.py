@@ -1,11 +1,16 @@
 """Tables and figures of finished runs and sweeps: ``python -m recpo.report PATH``.
 
-``collect`` reads the jobs and groups them into settings (mean ± std over seeds),
-``tables`` and ``figures`` draw what the data supports, ``build`` writes the report
-folder, ``wandb_run`` logs it to W&B.
+Layers, each importing only those above it: ``jobs`` finds the job folders and reads
+their settings; ``labels`` names metrics and settings; ``methods`` reads each objective's
+label, pairing and order from its class; ``collect`` groups the results into conditions
+(mean ± std over seeds, ``stats``); ``references`` says what each result is compared
+with; ``table``, ``tables``, ``paired``, ``significance`` and ``figures`` draw what the
+data supports; ``build`` writes the report folder, ``wandb_run`` logs it to W&B.
 """
 
+from recpo.errors import ReportError
 from recpo.report.build import Report, build_report
-from recpo.report.collect import FACTORS, ReportError, collect
+from recpo.report.collect import collect
+from recpo.report.jobs import FACTORS
 
 __all__ = ["FACTORS", "Report", "ReportError", "build_report", "collect"]

@@ -13,8 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from recpo.errors import ReportError
 from recpo.report.build import build_report
-from recpo.report.collect import ReportError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from recpo.report.collect import METRICS, ReportError, Study, collect
+from recpo.errors import ReportError
+from recpo.report.collect import Study, collect
 from recpo.report.figures import FigureFile, make_figures
-from recpo.report.tables import CONTEXT_TITLES, Table, make_tables, show
+from recpo.report.labels import CONTEXT_TITLES, METRICS, show
+from recpo.report.table import Table, TextTable
+from recpo.report.tables import make_tables
 
 MANIFEST = "report.json"
 _MARK = "recpo.report"
@@ -29,7 +32,7 @@ class Report:
     study: Study
     split: str
     out: Path
-    tables: list[Table]
+    tables: list[Table | TextTable]
     figures: list[FigureFile]
     skipped: list[str]
     files: list[str] = field(default_factory=list)
@@ -52,7 +55,7 @@ def runs_frame(study: Study, split: str) -> pd.DataFrame:
             f = entry.factors
             record = {
                 "job": _rel(entry.job.path, study.root),
-                "stage": entry.stage,
+                "stage": entry.part,
                 "method": entry.method,
                 "dataset": f.get("dataset"),
             }
@@ -75,7 +78,7 @@ def _markdown(report: Report, command: str | None) -> str:
         lines += [f"Made with `{command}`.", ""]
     per_stage: dict[str, int] = {}
     for cond in study.conditions:
-        per_stage[cond.stage] = per_stage.get(cond.stage, 0) + len(cond.entries)
+        per_stage[cond.part] = per_stage.get(cond.part, 0) + len(cond.entries)
     lines.append(
         f"Finished jobs: {len(study.jobs)} ("
         + ", ".join(f"{n} {stage} results" for stage, n in sorted(per_stage.items()))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recpo.report.collect import ReportError
+from recpo.errors import ReportError
 
 # The metrics a prediction record says a row got right: ranking (``ranked_top`` equals
 # the target) and generation (``hit``).

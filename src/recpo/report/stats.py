@@ -6,7 +6,8 @@ them (seeds × settings × comparisons × metrics) on the same rows and shared S
 so a few fall below 0.05 by chance. Holm's step-down procedure controls the chance of
 any false rejection in a family under every dependence between the tests. The seed-level
 tests ask the other question: does the difference repeat across independently trained
-seeds, each seed one observation.
+seeds, each seed one observation. :class:`Stat` is what every table cell shows: mean ± std
+over seeds.
 """
 
 from __future__ import annotations
@@ -15,7 +16,37 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from recpo.report.rows import mcnemar_exact
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (ddof 1; NaN below two values) of n values."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        n = len(values)
+        if n == 0:
+            return cls(math.nan, math.nan, 0)
+        arr = np.asarray(values, dtype=float)
+        return cls(float(arr.mean()), float(arr.std(ddof=1)) if n > 1 else math.nan, n)
+
+    def text(self) -> str:
+        if self.n == 0:
+            return "–"
+        if self.n == 1:
+            return f"{self.mean:.4f} (n=1)"
+        return f"{self.mean:.4f} ± {self.std:.4f} (n={self.n})"
+
+    def columns(self) -> dict[str, float]:
+        """CSV cells besides mean, std and n (none; a paired difference adds its tests)."""
+        return {}
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from recpo.report.build import Report, runs_frame
-from recpo.report.collect import _ABSENT, Study, select
+from recpo.report.collect import Study
+from recpo.report.jobs import ABSENT, select
 from recpo.training.loggers import wandb_group
 
 
@@ -18,7 +19,7 @@ def _common(study: Study, path: str) -> str | None:
     values = {select(job.config, path) for job in study.jobs}
     if len(values) == 1:
         value = values.pop()
-        if value is not _ABSENT and value is not None and str(value).strip():
+        if value is not ABSENT and value is not None and str(value).strip():
             return str(value)
     return None
 
