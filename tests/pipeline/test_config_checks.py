@@ -56,6 +56,7 @@ BAD: list[tuple[str, str]] = [
     ("data.num_candidates=1", "data.num_candidates"),
     ("data.max_prompt_length=0", "data.max_prompt_length"),
     ("data.source.min_history=0", "data.source.min_history"),
+    ("data.source.reader._target_=recpo.data.formats.nope.read", "data.source.reader"),
     ("eval.splits=[dev]", "eval.splits"),
     ("eval.protocols=[ranking,beam]", "eval.protocols"),
     ("eval.matcher=fuzzy", "eval.matcher"),
