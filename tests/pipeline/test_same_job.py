@@ -39,3 +39,15 @@ def test_other_settings_are_refused(tmp_path):
     OmegaConf.save(_cfg(), saved)
     with pytest.raises(RuntimeError, match="different settings"):
         check_same_job(_cfg(seed=1), saved)
+
+
+def test_a_job_saved_before_the_data_reader_key_is_the_same_job(tmp_path):
+    """data.source.reader names code (the format is data.source.format): a finished job
+    whose config.yaml predates the key is still this job; another format is not."""
+    source = {"format": "llara", "name": "lastfm", "padding_id": 4606}
+    reader = {"_target_": "recpo.data.formats.llara.read_llara", "_partial_": True}
+    saved = tmp_path / "config.yaml"
+    OmegaConf.save(_cfg(data={"source": source}), saved)
+    check_same_job(_cfg(data={"source": {**source, "reader": reader}}), saved)
+    with pytest.raises(RuntimeError, match="different settings"):
+        check_same_job(_cfg(data={"source": {**source, "format": "raw"}}), saved)

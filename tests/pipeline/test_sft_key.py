@@ -161,6 +161,20 @@ def test_override_keeps_the_sft_eval_key(keys, override):
     assert keys(override)[1] == keys()[1]
 
 
+def test_the_data_reader_is_not_part_of_the_keys(tmp_path):
+    """data.source.reader names code, data.source.format the format: SFT models stored
+    before the reader key existed keep their keys, and another format changes them."""
+    from omegaconf import open_dict
+
+    cfg = compose(BASE, tmp_path)
+    keys = sft_key(cfg, ROWS), sft_eval_key(cfg, ROWS)
+    with open_dict(cfg):
+        del cfg.data.source["reader"]
+    assert (sft_key(cfg, ROWS), sft_eval_key(cfg, ROWS)) == keys
+    cfg.data.source.format = "raw"
+    assert sft_key(cfg, ROWS) != keys[0]
+
+
 def test_the_rows_are_part_of_both_keys(tmp_path):
     cfg = compose(BASE, tmp_path)
     assert sft_key(cfg, "a") != sft_key(cfg, "b")

@@ -20,10 +20,10 @@ from recpo.errors import DataError
 
 log = logging.getLogger(__name__)
 
-# Where a config names the reader. A reader is code, not a setting: ``data.source.format``
-# names the format, so the SFT content key, the check that a folder holds the same job
-# and the report's settings leave this key out (jobs and SFT models from before it
-# existed keep matching, and moving a reader to another module changes nothing).
+# Where a config names the reader. A reader is code, not a setting (``data.source.format``
+# names the format): what compares settings leaves this key out (the SFT content key, the
+# check that a run folder holds the same job), so jobs and SFT models from before the key
+# existed keep matching and moving a reader to another module changes nothing.
 READER_KEY = "data.source.reader"
 
 
