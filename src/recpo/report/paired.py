@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from recpo.report.collect import Condition
 from recpo.report.references import FAMILY_NOTE, Reference, comparisons, family_of, seed_differences
-from recpo.report.stats import SeedTests, Stat, holm, seed_tests
+from recpo.report.stats import SeedTests, Stat, holm_by_family, seed_tests
 from recpo.report.table import Table, build_table
 
 
@@ -98,13 +98,12 @@ def paired_table(conditions: list[Condition], split: str) -> tuple[Table | None,
 
 def _adjust_seed_tests(table: Table) -> None:
     """Fill in each cell's Holm-adjusted paired-t p, over the cells of its family."""
-    where: dict[tuple[str, ...], list[tuple[int, tuple[str, str]]]] = {}
-    for r, (_, cells) in enumerate(table.rows):
-        for key, stat in cells.items():
-            if isinstance(stat, PairedStat) and stat.tests and not math.isnan(stat.tests.p_t):
-                where.setdefault(stat.family, []).append((r, key))
-    for members in where.values():
-        ps = [table.rows[r][1][key].tests.p_t for r, key in members]
-        for (r, key), adjusted in zip(members, holm(ps), strict=True):
-            cells = table.rows[r][1]
-            cells[key] = dataclasses.replace(cells[key], p_t_holm=adjusted)
+    adjusted = holm_by_family(
+        (stat.family, (r, key), stat.tests.p_t)
+        for r, (_, cells) in enumerate(table.rows)
+        for key, stat in cells.items()
+        if isinstance(stat, PairedStat) and stat.tests and not math.isnan(stat.tests.p_t)
+    )
+    for (r, key), p in adjusted.items():
+        cells = table.rows[r][1]
+        cells[key] = dataclasses.replace(cells[key], p_t_holm=p)

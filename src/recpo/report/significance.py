@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 from recpo.report.collect import Condition, orderable, sort_key
@@ -21,7 +22,7 @@ from recpo.report.references import (
     seed_differences,
 )
 from recpo.report.rows import ROW_METRICS, RowOutcomes, RowTest, compare, row_outcomes
-from recpo.report.stats import SeedTests, Stat, holm, seed_tests
+from recpo.report.stats import SeedTests, Stat, holm_by_family, seed_tests
 from recpo.report.table import TextTable, protocol_note
 
 
@@ -80,32 +81,27 @@ def row_test_table(conditions: list[Condition], split: str) -> tuple[TextTable |
             "exported <split>_hits.json)"
         )
     # Holm within each family, over every test of it (all rows and both metrics).
-    members: dict[tuple[str, ...], list[tuple[int, int]]] = {}
-    for r, (_, _, tests, family) in enumerate(found):
-        for j, t in enumerate(tests):
-            if t is not None:
-                members.setdefault(family, []).append((r, j))
-    adjusted: dict[tuple[int, int], float] = {}
-    for where in members.values():
-        for key, value in zip(where, holm([found[r][2][j].p for r, j in where]), strict=True):
-            adjusted[key] = value
-    names = family_labels(list(members))
+    tests_of = [
+        (family, (r, j), t.p)
+        for r, (_, _, tests, family) in enumerate(found)
+        for j, t in enumerate(tests)
+        if t is not None
+    ]
+    adjusted = holm_by_family(tests_of)
+    counts = Counter(family for family, _, _ in tests_of)
+    names = family_labels(list(counts))
     rows = []
     for r, (order, label, tests, family) in enumerate(found):
         cells = []
         for j, t in enumerate(tests):
             cells += ["–", "–"] if t is None else [t.text(), f"{adjusted[(r, j)]:.2g}"]
-        rows.append((order, [*label, *cells, f"{names[family]} ({len(members[family])})"]))
+        rows.append((order, [*label, *cells, f"{names[family]} ({counts[family]})"]))
     rows.sort(key=lambda r: r[0])
-    note = (
-        (f"Dataset {datasets[0]}, {split} split. " if len(datasets) == 1 else f"{split} split. ")
-        + protocol_note(po)
-        + (
-            "Each row: one seed of the method against the model named in `minus` on the same "
-            "rows; won = rows this method gets right and the other wrong, lost = the reverse; "
-            "p = exact two-sided McNemar test on those rows; p Holm = the same p adjusted by "
-            "Holm's step-down procedure within its family. " + FAMILY_NOTE
-        )
+    note = _where(datasets, split, po) + (
+        "Each row: one seed of the method against the model named in `minus` on the same "
+        "rows; won = rows this method gets right and the other wrong, lost = the reverse; "
+        "p = exact two-sided McNemar test on those rows; p Holm = the same p adjusted by "
+        "Holm's step-down procedure within its family. " + FAMILY_NOTE
     )
     return TextTable("row_tests", "Row-level tests", note, columns, [r[1] for r in rows]), ""
 
@@ -169,15 +165,12 @@ def claim_table(conditions: list[Condition], split: str) -> tuple[TextTable | No
         label += ["; ".join(pooled) or "–", str(seeds_used)]
         order = (sort_key(cond), minus_rank(ref))
         found.append((order, label, per_metric, family_of(cond, ref)))
-    where: dict[tuple[str, ...], list[tuple[int, int]]] = {}
-    for r, (_, _, per_metric, family) in enumerate(found):
-        for j, (_, tests) in enumerate(per_metric):
-            if tests is not None and not math.isnan(tests.p_t):
-                where.setdefault(family, []).append((r, j))
-    adjusted: dict[tuple[int, int], float] = {}
-    for members in where.values():
-        ps = [found[r][2][j][1].p_t for r, j in members]
-        adjusted.update(zip(members, holm(ps), strict=True))
+    adjusted = holm_by_family(
+        (family, (r, j), tests.p_t)
+        for r, (_, _, per_metric, family) in enumerate(found)
+        for j, (_, tests) in enumerate(per_metric)
+        if tests is not None and not math.isnan(tests.p_t)
+    )
     names = family_labels([f for *_, f in found])
     columns = ["method", "minus", *(["dataset"] if len(datasets) > 1 else [])]
     columns += [CONTEXT_TITLES[n] for n in context] + ["pooled over", "seeds"]
@@ -201,22 +194,24 @@ def claim_table(conditions: list[Condition], split: str) -> tuple[TextTable | No
             cells += [f"{mean:+.4f}", t_text, sign]
         rows.append((order, [*label, *cells, names[family]]))
     rows.sort(key=lambda r: r[0])
-    note = (
-        (f"Dataset {datasets[0]}, {split} split. " if len(datasets) == 1 else f"{split} split. ")
-        + protocol_note(po)
-        + (
-            "One test per claim: each seed's differences (method minus `minus`, as in the "
-            "paired table) averaged over the settings in `pooled over` (those run with the same "
-            "seeds), then a two-sided paired "
-            "t-test over the seeds (t(df), p, and in brackets the Holm-adjusted p within the "
-            "family, over this table's tests) and an exact sign test (seeds above / below 0; "
-            "with 3 seeds never below 0.25). "
-            + FAMILY_NOTE.replace("and metrics of the table", "and metrics of this table")
-        )
+    note = _where(datasets, split, po) + (
+        "One test per claim: each seed's differences (method minus `minus`, as in the "
+        "paired table) averaged over the settings in `pooled over` (those run with the same "
+        "seeds), then a two-sided paired "
+        "t-test over the seeds (t(df), p, and in brackets the Holm-adjusted p within the "
+        "family, over this table's tests) and an exact sign test (seeds above / below 0; "
+        "with 3 seeds never below 0.25). "
+        + FAMILY_NOTE.replace("and metrics of the table", "and metrics of this table")
     )
     return TextTable(
         "claim_tests", "Claim-level seed tests", note, columns, [r[1] for r in rows]
     ), ""
+
+
+def _where(datasets: list[str], split: str, po: list[Condition]) -> str:
+    """The start of a test table's note: its dataset (when one), split and candidate lists."""
+    where = f"Dataset {datasets[0]}, " if len(datasets) == 1 else ""
+    return f"{where}{split} split. " + protocol_note(po)
 
 
 def _sorted_by(

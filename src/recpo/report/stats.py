@@ -13,7 +13,7 @@ over seeds.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +66,18 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
+    return adjusted
+
+
+def holm_by_family(tests: Iterable[tuple[Hashable, Hashable, float]]) -> dict[Hashable, float]:
+    """Each test's Holm-adjusted p within its family; ``tests`` are (family, key, p)."""
+    families: dict[Hashable, list[tuple[Hashable, float]]] = {}
+    for family, key, p in tests:
+        families.setdefault(family, []).append((key, p))
+    adjusted = {}
+    for members in families.values():
+        keys = [key for key, _ in members]
+        adjusted.update(zip(keys, holm([p for _, p in members]), strict=True))
     return adjusted
 
 

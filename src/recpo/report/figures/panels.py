@@ -9,6 +9,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -161,15 +162,24 @@ def error_bars(stats: list[Stat]) -> np.ndarray:
     return np.array([0.0 if math.isnan(s.std) else s.std for s in stats])
 
 
-def facets_of(conds: list[Condition]) -> list:
-    return sorted({c.factors.get("num_negatives") for c in conds}, key=lambda k: (k is None, k))
+def per_k(conds: list[Condition]) -> list[tuple[Any, dict[str, list[Condition]]]]:
+    """Each number of negatives K among the conditions (unset last) with its lines."""
+    ks = sorted({c.factors.get("num_negatives") for c in conds}, key=lambda k: (k is None, k))
+    return [(k, series_of([c for c in conds if c.factors.get("num_negatives") == k])) for k in ks]
 
 
-def subplot_grid(n: int, width: float, height: float) -> tuple[Figure, list]:
+def subplots_per_k(
+    conds: list[Condition], what: str, width: float, height: float
+) -> tuple[Figure, list[tuple[Any, Any, dict[str, list[Condition]]]]]:
+    """A figure of ``what`` with one subplot per K, four to a row: the figure and, per
+    subplot, its axes, K and lines. Refuses conditions of several panels."""
+    check_one_panel(conds, what)
+    facets = per_k(conds)
+    n = len(facets)
     cols = min(4, n)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
-    return fig, axes[:n]
+    return fig, [(ax, k, series) for ax, (k, series) in zip(axes[:n], facets, strict=True)]

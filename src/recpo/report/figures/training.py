@@ -18,14 +18,12 @@ from recpo.report.figures.panels import (
     Built,
     FigureFile,
     FigureInput,
-    check_one_panel,
     color_of,
     error_bars,
-    facets_of,
     panel_title,
+    per_k,
     save_png,
-    series_of,
-    subplot_grid,
+    subplots_per_k,
     suffixes,
 )
 from recpo.report.labels import show
@@ -36,13 +34,10 @@ def win_rate_bars(
     conds: list[Condition], path: Path, colors: dict[str, str] | None = None, bins: int = 5
 ) -> None:
     """Mean reward win rate in each 20% interval of training (one subplot per K)."""
-    check_one_panel(conds, "the reward win-rate figure")
-    facets = facets_of(conds)
-    fig, axes = subplot_grid(len(facets), 4.2, 3.4)
+    fig, subplots = subplots_per_k(conds, "the reward win-rate figure", 4.2, 3.4)
     edges = [round(100 * i / bins) for i in range(bins + 1)]
     names = [f"{a}–{b}%" for a, b in zip(edges, edges[1:], strict=False)]
-    for ax, k in zip(axes, facets, strict=True):
-        series = series_of([c for c in conds if c.factors.get("num_negatives") == k])
+    for ax, k, series in subplots:
         width = 0.8 / max(1, len(series))
         for i, (label, members) in enumerate(series.items()):
             stats = bin_stats([a for c in members for a in binned(c, WIN_RATE, bins)], bins)
@@ -71,11 +66,8 @@ def boundary_bars(
 ) -> None:
     """Boundary-critical (solid) and model-discriminative (light) shares of the negatives
     in the early, middle and late third of training, stacked per method."""
-    check_one_panel(conds, "the boundary-share figure")
-    facets = facets_of(conds)
-    fig, axes = subplot_grid(len(facets), 4.6, 3.6)
-    for ax, k in zip(axes, facets, strict=True):
-        series = series_of([c for c in conds if c.factors.get("num_negatives") == k])
+    fig, subplots = subplots_per_k(conds, "the boundary-share figure", 4.6, 3.6)
+    for ax, k, series in subplots:
         width = 0.8 / max(1, len(series))
         for i, (label, members) in enumerate(series.items()):
             crit = bin_stats([a for c in members for a in binned(c, CRITICAL, bins)], bins)
@@ -112,12 +104,9 @@ def selected_lines(
     conds: list[Condition], path: Path, colors: dict[str, str] | None = None, bins: int = 10
 ) -> None:
     """Negatives selected per example over training, ± std over seeds (shaded)."""
-    check_one_panel(conds, "the selected-negatives figure")
-    facets = facets_of(conds)
-    fig, axes = subplot_grid(len(facets), 4.4, 3.4)
+    fig, subplots = subplots_per_k(conds, "the selected-negatives figure", 4.4, 3.4)
     centers = 100 * (np.arange(bins) + 0.5) / bins
-    for ax, k in zip(axes, facets, strict=True):
-        series = series_of([c for c in conds if c.factors.get("num_negatives") == k])
+    for ax, k, series in subplots:
         for i, (label, members) in enumerate(series.items()):
             per_seed = [a for c in members for a in binned(c, SELECT_COUNT, bins)]
             if not per_seed:
@@ -175,10 +164,7 @@ class TrainingFigure:
             return files, skipped
         suffix = suffixes(logged)
         for key, conds in logged.items():
-            per_facet = max(
-                len(series_of([c for c in conds if c.factors.get("num_negatives") == k]))
-                for k in facets_of(conds)
-            )
+            per_facet = max(len(series) for _, series in per_k(conds))
             if per_facet > MAX_SERIES:
                 skipped.append(
                     f"{self.title} for {panel_title(conds[0])} skipped: {per_facet} settings "
