@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from recpo.report import FACTORS, ReportError, build_report, collect
 from recpo.report.__main__ import main
-from recpo.report.collect import job_entries
 from recpo.report.curves import bin_stats, binned
+from recpo.report.entries import job_entries
 from recpo.report.figures.collapse import collapse_curve, curve_members
 from recpo.report.figures.training import win_rate_bars
 from recpo.report.jobs import Job

@@ -1,11 +1,12 @@
 """Tables and figures of finished runs and sweeps: ``python -m recpo.report PATH``.
 
-Layers, each importing only those above it: ``jobs`` finds the job folders and reads
-their settings; ``labels`` names metrics and settings; ``methods`` reads each objective's
-label, pairing and order from its class; ``collect`` groups the results into conditions
-(mean ± std over seeds, ``stats``); ``references`` says what each result is compared
-with; ``table``, ``tables``, ``paired``, ``significance`` and ``figures`` draw what the
-data supports; ``build`` writes the report folder, ``wandb_run`` logs it to W&B.
+Layers, each importing only those named before it: ``jobs`` finds the job folders and
+reads their settings; ``labels`` names metrics and settings; ``methods`` reads each
+objective's label, pairing and order from its class; ``entries`` holds each job's
+results, ``collect`` groups them into conditions (mean ± std over seeds, ``stats``);
+``references`` says what each result is compared with; ``table``, ``tables``,
+``paired``, ``significance`` and ``figures`` draw what the data supports; ``build``
+writes the report folder, ``wandb_run`` logs it to W&B.
 """
 
 from recpo.errors import ReportError

@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass, field
 
 from recpo.objectives.losses import Objective
-from recpo.report.collect import Condition, Entry
+from recpo.report.collect import Condition
+from recpo.report.entries import Entry
 from recpo.report.labels import SWITCH_NAMES, show
 from recpo.report.methods import is_full_plugin, is_plain, switched
 from recpo.report.stats import Stat
