@@ -77,6 +77,7 @@ IGNORED = (
     "po.seed",
     "sft.reuse",
     "po.save_model",
+    "po.compile_objective",  # torch.compile of the objective: eager results, to rounding
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
     "trainer.default_root_dir",
