@@ -116,7 +116,7 @@ def test_definition_round_trips_without_a_key(tmp_path):
         "config:po.value.num_negatives",
         "config:objective.value.alpha",
         "config:objective.value.gamma",
-        "config:seed.value",
+        "config:po.value.seed",  # the PO stage's seed (the run seed unless set apart)
         "config:data.value.candidates",
     ]
     assert settings_.pinned_columns[7:] == [
