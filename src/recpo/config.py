@@ -15,8 +15,10 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from recpo.experiment_configs import CONF
+
 # The config folder of the repository (``conf/``): train.yaml and its groups.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONFIG_DIR = CONF  # the repository's conf/ folder
 CONFIG_NAME = "train"
 
 

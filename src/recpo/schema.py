@@ -73,6 +73,7 @@ class POSchema(StageSchema):
     reference: str = setting("auto", choices=("auto", *REFERENCES))
     init_from: str | None = None
     save_model: bool = False
+    compile_objective: bool = False
     seed: int = 0
 
 

@@ -8,20 +8,27 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
+from recpo.experiment_configs import experiment_nodes
 from recpo.train import train
 from tests.conftest import CONF, compose, shared_data_dir
 
 # Files starting with "_" are parts that experiments include, not experiments.
 LLM_EXPERIMENTS = sorted(
-    p.stem
-    for p in (CONF / "experiment").glob("[!_]*.yaml")
-    if "/task: baseline" not in p.read_text()
+    [
+        *(
+            p.stem
+            for p in (CONF / "experiment").glob("[!_]*.yaml")
+            if "/task: baseline" not in p.read_text()
+        ),
+        # the composed <dataset>_<objective> and <dataset>_po names
+        *(name for name, node in experiment_nodes().items() if "baseline" not in str(node)),
+    ]
 )
 DATASETS = ("lastfm", "steam", "goodreads")
 SMALL_SYNTHETIC = "data.source.synthetic.num_users=40"
 # Experiments that name a pretrained backbone run here on the tiny one (the pretrained
 # weights are tested in tests/models/test_smollm2*.py).
-PRETRAINED = {"lastfm_smollm2_study"}
+PRETRAINED = {"lastfm_smollm2_study", "smollm2_study"}
 
 
 def _shrink(cfg) -> None:

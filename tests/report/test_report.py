@@ -587,3 +587,18 @@ def test_paired_collapse_points_subtract_each_jobs_own_sft(sweeps):
         assert stat.n == 3
         assert stat.mean == pytest.approx(0.28)
         assert stat.std == pytest.approx(math.sqrt((0.08**2 + 0.02**2 + 0.10**2) / 2))
+
+
+def test_code_and_stage_seeds_are_not_settings(tmp_path):
+    """A job saved before data.source.reader existed, or with its seed set apart as
+    po.seed, has the settings of the same job saved now."""
+    old = {"data": {"source": {"format": "llara"}}, "po": {"lr": 1e-5}, "seed": 0}
+    new = {
+        "data": {
+            "source": {"format": "llara", "reader": {"_target_": "x.read", "_partial_": True}}
+        },
+        "po": {"lr": 1e-5, "seed": 2},
+        "seed": 0,
+    }
+    jobs = [Job(tmp_path / n, OmegaConf.create(c), None) for n, c in (("a", old), ("b", new))]
+    assert jobs[0].settings == jobs[1].settings == {"data.source.format": "llara", "po.lr": 1e-5}

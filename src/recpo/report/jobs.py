@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from recpo.data.sources import READER_KEY
 from recpo.errors import ReportError
 
 REQUIRED = object()  # a factor the job's config must set
@@ -78,6 +79,7 @@ IGNORED = (
     "sft.reuse",
     "po.save_model",
     "po.compile_objective",  # torch.compile of the objective: eager results, to rounding
+    READER_KEY,  # the code that reads the data (its format is data.source.format)
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
     "trainer.default_root_dir",

@@ -102,6 +102,11 @@ def fit_po(cfg: DictConfig, dm: RecDataModule, policy: Backbone) -> None:
     reference on the PO stage's data ``dm``; ``po.save_model`` saves the result into
     the run folder's ``po_model/``."""
     objective = hydra.utils.instantiate(cfg.objective)
+    if cfg.po.compile_objective:
+        # imported here: it registers graph substitutions only in runs that compile
+        from recpo.objectives.compiled import CompiledObjective
+
+        objective = CompiledObjective(objective)
     module = PreferenceModule(
         policy.model,
         objective=objective,
