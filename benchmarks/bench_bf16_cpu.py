@@ -189,9 +189,8 @@ def main() -> None:
 
     from recpo.config import compose
     from recpo.evaluation.evaluate import evaluate_split
-    from recpo.models.backbone import load_backbone
     from recpo.models.precision import cpu_bf16_features
-    from recpo.pipeline import build_datamodule
+    from recpo.pipeline import build_datamodule, load_base
     from recpo.training.preference import PreferenceModule
     from recpo.training.sft import SFTModule
 
@@ -223,20 +222,13 @@ def main() -> None:
         output_dir=OUTPUT_DIR,
     )
     dm = build_datamodule(cfg, "sft")
-    dataset = dm.load()
     if args.model_dir:
         from omegaconf import open_dict
 
         with open_dict(cfg):
             cfg.backbone.kind, cfg.backbone.source = "smollm2", "model_dir"
-    base = load_backbone(
-        cfg.backbone,
-        model_dir=args.model_dir or cfg.paths.model_dir,
-        cache_dir=cfg.paths.cache_dir,
-        titles=list(dataset.catalog.names.values()),
-        texts=[],
-    )
-    dm.set_tokenizer(base.tokenizer, prompt_bos=cfg.backbone.prompt_bos)
+            cfg.paths.model_dir = args.model_dir
+    base = load_base(cfg, dm)
     model = base.model
     rows: list[dict] = []
     agreed = None

@@ -78,8 +78,7 @@ def main() -> None:
     from bench_bf16_cpu import OUTPUT_DIR
 
     from recpo.config import compose
-    from recpo.models.backbone import load_backbone
-    from recpo.pipeline import build_datamodule
+    from recpo.pipeline import build_datamodule, load_base
     from recpo.training.sft import SFTModule
 
     cfg = compose(
@@ -94,18 +93,9 @@ def main() -> None:
         output_dir=OUTPUT_DIR,
     )
     dm = build_datamodule(cfg, "sft")
-    dataset = dm.load()
     step_batch = None
     for off_grid in (False, True):
-        base = load_backbone(
-            cfg.backbone,
-            model_dir=cfg.paths.model_dir,
-            cache_dir=cfg.paths.cache_dir,
-            titles=list(dataset.catalog.names.values()),
-            texts=[],
-        )
-        dm.set_tokenizer(base.tokenizer, prompt_bos=cfg.backbone.prompt_bos)
-        model = base.model
+        model = load_base(cfg, dm).model
         batch = next(iter(dm.eval_dataloader("test")))
         inputs = tuple(batch[k] for k in ("prompt_ids", "prompt_mask", "answer_ids", "answer_mask"))
         step_batch = step_batch or next(iter(dm.train_dataloader()))
