@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from recpo.experiment_configs import CONF
+from recpo.experiment_configs import CONF, register_once
 
 # The config folder of the repository (``conf/``): train.yaml and its groups.
 CONFIG_DIR = CONF  # the repository's conf/ folder
@@ -33,9 +33,7 @@ def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None)
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from recpo.experiment_configs import register
-
-    register()  # the composed <dataset>_<method> experiments
+    register_once()  # the composed <dataset>_<method> experiments
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
     if output_dir is not None:

@@ -106,3 +106,13 @@ def register(conf: Path = CONF) -> list[str]:
     for name, node in nodes.items():
         store.store(group=GROUP, name=name, node=node, package="_global_", provider=PROVIDER)
     return sorted(nodes)
+
+
+def register_once(conf: Path = CONF) -> None:
+    """:func:`register` unless this process's store already holds the composed
+    experiments (each config composition would otherwise read the conf files again)."""
+    from hydra.core.config_store import ConfigStore
+
+    stored = ConfigStore.instance().repo.get(GROUP, {}).values()
+    if not any(getattr(node, "provider", None) == PROVIDER for node in stored):
+        register(conf)

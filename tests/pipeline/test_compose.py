@@ -71,9 +71,9 @@ def _compose(overrides: list[str], hydra: bool):
     from hydra import compose, initialize_config_dir
 
     import recpo.train  # noqa: F401  (the recpo.job_dirname resolver of the sweep folders)
-    from recpo.experiment_configs import register
+    from recpo.experiment_configs import register_once
 
-    register()
+    register_once()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=overrides, return_hydra_config=hydra)
 
