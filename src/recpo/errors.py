@@ -72,3 +72,16 @@ class ReportError(RecpoError):
     """Bad input for the report: one line naming the file or setting and what was expected."""
 
     kind = "report error"
+
+
+class SFTLockTimeout(RecpoError, TimeoutError):
+    """Another job held the lock of an SFT key (``recpo.training.sft_cache.sft_key_lock``)
+    for longer than ``runtime.sft_lock_timeout``: the message names the holder."""
+
+    kind = "lock timeout"
+
+
+class DashboardError(RecpoError):
+    """Bad input for ``python -m recpo.dashboard``: one line naming what is missing."""
+
+    kind = "dashboard error"

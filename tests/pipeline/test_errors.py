@@ -8,7 +8,15 @@ import sys
 import pytest
 
 import recpo.train
-from recpo.errors import BackboneError, ConfigError, DataError, RecpoError, ReportError
+from recpo.errors import (
+    BackboneError,
+    ConfigError,
+    DashboardError,
+    DataError,
+    RecpoError,
+    ReportError,
+    SFTLockTimeout,
+)
 
 
 @pytest.mark.parametrize(
@@ -18,6 +26,8 @@ from recpo.errors import BackboneError, ConfigError, DataError, RecpoError, Repo
         (DataError("missing column(s) ['next']", "train_data.parquet", 3), "data error"),
         (BackboneError("set RECPO_MODEL_DIR"), "backbone error"),
         (ReportError("no finished job"), "report error"),
+        (SFTLockTimeout("waited 5 s for x.lock, held by host h, pid 1"), "lock timeout"),
+        (DashboardError("no preference runs (job type po) in d"), "dashboard error"),
     ],
 )
 def test_each_kind_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, error, kind):

@@ -9,10 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from recpo.dashboard.definition import FACETS, NEGATIVES, PO_STAGE, SERIES, TABLE_SETTINGS
-
-
-class DashboardError(Exception):
-    """Bad input for the dashboard: one line naming what is missing."""
+from recpo.errors import DashboardError
 
 
 def run_settings(config: DictConfig) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from recpo.config import drop_keys
 from recpo.data.datamodule import RecDataModule
 from recpo.data.sources import READER_KEY
+from recpo.errors import SFTLockTimeout
 from recpo.models.tiny import content_key
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,6 @@ def write_json(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
-
-
-class SFTLockTimeout(RuntimeError):
-    """Another job held the lock of an SFT key for longer than the timeout."""
 
 
 def _owner_file(folder: Path) -> Path:
