@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"push it later with: python -m recpo.dashboard --push {out} (WANDB_API_KEY set)")
     except DashboardError as err:
-        print(f"recpo.dashboard: {err.kind}: {err}", file=sys.stderr)
+        print(f"recpo.dashboard: error: {err}", file=sys.stderr)
         return 2
     return 0
 
