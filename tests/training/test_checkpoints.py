@@ -3,7 +3,8 @@
 A LoRA run on the tiny backbone, with the pipeline's own Trainer (``make_trainer``):
 its checkpoints hold the adapter (plus optimizer, scheduler and loop state), not the
 frozen base; a run stopped in its second epoch and resumed from ``last.ckpt`` ends
-with the weights and validation metrics of an uninterrupted run; the best
+with the weights and validation metrics of an uninterrupted run, also when the
+checkpoint was written in the middle of an epoch (validation twice an epoch); the best
 checkpoint loads into a fresh module. (The pipeline-level kill-and-resume runs in
 the slow suite: tests/pipeline/test_sweeps.py.)
 """
@@ -41,11 +42,23 @@ OVERRIDES = [
 
 
 class StopInSecondEpoch(L.Callback):
-    """Stands in for a killed process: fails after the first epoch's checkpoint."""
+    """Stands in for a killed process: fails at the second epoch's second batch, after
+    the first epoch's checkpoint (or, validating twice an epoch, the second epoch's
+    mid-epoch one)."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == 1 and batch_idx == 1:
             raise RuntimeError("stopped")
+
+
+class RecordBatches(L.Callback):
+    """The training rows of every batch, in order."""
+
+    def __init__(self):
+        self.rows: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.rows.append(batch["example_index"].tolist())
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +97,15 @@ def module_for(cfg, backbone) -> PreferenceModule:
     )
 
 
-def fit(cfg, dm, backbone, out: Path, stop: bool = False):
+def fit(cfg, dm, backbone, out: Path, stop: bool = False, record: RecordBatches | None = None):
     cfg = cfg.copy()
     cfg.paths.output_dir = str(out)
     module = module_for(cfg, backbone)
     trainer = make_trainer(cfg, "po", cfg.po.max_epochs)
     if stop:
         trainer.callbacks.append(StopInSecondEpoch())
+    if record is not None:
+        trainer.callbacks.append(record)
     trainer.fit(
         module,
         datamodule=dm.for_training(**stage_data_args(cfg, "po")),
@@ -111,7 +126,7 @@ def uninterrupted(setup):
 
 def test_lora_checkpoint_holds_the_adapter_not_the_base(setup, uninterrupted):
     module, trainer = uninterrupted
-    last = Path(trainer.checkpoint_callback.last_model_path)
+    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     state = checkpoint["state_dict"]
     assert set(state) == set(trained(module)) and all("lora_" in k for k in state)
@@ -152,6 +167,31 @@ def test_lora_run_stopped_and_resumed_ends_like_the_uninterrupted_run(setup, uni
     )
 
 
+def test_run_stopped_after_a_mid_epoch_checkpoint_resumes_with_the_epochs_other_batches(setup):
+    cfg, dm, policy, tmp = setup
+    cfg = cfg.copy()
+    cfg.trainer.val_check_interval = 0.5  # validation and last.ckpt after every batch
+    full_batches = RecordBatches()
+    full_module, full_trainer = fit(cfg, dm, policy(), tmp / "mid-full", record=full_batches)
+    first_attempt, resumed = RecordBatches(), RecordBatches()
+    with pytest.raises(RuntimeError, match="stopped"):
+        fit(cfg, dm, policy(), tmp / "mid-stopped", stop=True, record=first_attempt)
+    last = torch.load(tmp / "mid-stopped" / "po" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"batches": 1}
+    ]
+    module, trainer = fit(cfg, dm, policy(), tmp / "mid-stopped", record=resumed)
+    # The resumed attempt trains the second epoch's second batch, not its first again.
+    assert len(full_batches.rows) == 4 and first_attempt.rows == full_batches.rows[:3]
+    assert resumed.rows == full_batches.rows[3:]
+    got, want = trained(module), trained(full_module)
+    for key in want:
+        assert torch.allclose(got[key], want[key], atol=1e-6), key
+    assert trainer.callback_metrics["val/hr@1"] == pytest.approx(
+        full_trainer.callback_metrics["val/hr@1"].item(), abs=1e-6
+    )
+
+
 def test_best_checkpoint_loads_into_a_fresh_module(setup, uninterrupted):
     cfg, dm, policy, tmp = setup
     _, trainer = uninterrupted
@@ -172,9 +212,8 @@ def test_best_checkpoint_loads_into_a_fresh_module(setup, uninterrupted):
 
 def test_loading_checks_the_trained_parameters(setup, uninterrupted):
     module, trainer = uninterrupted
-    state = torch.load(trainer.checkpoint_callback.last_model_path, weights_only=False)[
-        "state_dict"
-    ]
+    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)["state_dict"]
     module.load_state_dict(state)  # the frozen base is not needed
     dropped = dict(state)
     dropped.pop(next(iter(state)))

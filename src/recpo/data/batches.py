@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from recpo.data.candidates import negative_choices
 from recpo.data.prompts import ANSWER_SUFFIX, answer_text, build_prompt, draw_templates
@@ -190,26 +190,3 @@ class Collator:
             "candidates": [b.candidates for b in batch],
             "rows": [b.row for b in batch],
         }
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A random order that depends only on (seed, epoch).
-
-    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a
-    checkpoint sees exactly the batches an uninterrupted run would have seen.
-    """
-
-    def __init__(self, size: int, seed: int):
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=g).tolist())

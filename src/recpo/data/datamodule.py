@@ -10,10 +10,12 @@ import logging
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
-from recpo.data.batches import Collator, EpochShuffleSampler, PromptDataset
+from recpo.data.batches import Collator, PromptDataset
 from recpo.data.candidates import attach_candidates, validate_candidates
+from recpo.data.loader import EpochShuffleSampler, ResumableLoader
 from recpo.data.prompts import domain_templates
 from recpo.data.records import Example, ItemCatalog, RecDataset
 from recpo.data.sources import load_source
@@ -113,6 +115,8 @@ class RecDataModule(L.LightningDataModule):
         self.num_negatives = num_negatives
         self.resample_negatives = resample_negatives
         self.train_seed = self.seed if train_seed is None else train_seed
+        self._train_loader: ResumableLoader | None = None
+        self._resume_batches = 0  # from a checkpoint: the epoch's batches already trained
 
     def for_training(
         self,
@@ -241,17 +245,38 @@ class RecDataModule(L.LightningDataModule):
             )
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        # The training loader (shuffled) resumes mid-epoch: recpo.data.loader. Each
+        # loader has its own generator (its workers' base seed), so building one never
+        # draws from the global generator: a resumed run, which builds its training
+        # loader once more, draws the dropout of an uninterrupted one.
+        return (ResumableLoader if shuffle else DataLoader)(
             dataset,
             batch_size=batch_size,
             sampler=EpochShuffleSampler(len(dataset), self.train_seed) if shuffle else None,
             collate_fn=self.collator,
             num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.train_seed if shuffle else self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
         self._train = self.dataset_for("train", self.train_mode)
-        return self._loader(self._train, self.batch_size, shuffle=True)
+        self._train_loader = self._loader(self._train, self.batch_size, shuffle=True)
+        self._train_loader.load_state_dict({"batches": self._resume_batches})
+        return self._train_loader
+
+    # The training loader's place in its epoch, kept in every checkpoint through the data
+    # module: Lightning restores the data module's state in every setting, also after it
+    # has built the training loader (DeepSpeed; a module that asks for the number of
+    # training steps in configure_optimizers), when it no longer restores the loader's own.
+    def state_dict(self) -> dict[str, int]:
+        if self._train_loader is None:
+            return {}
+        return {"train_batches": self._train_loader.state_dict()["batches"]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_batches = int(state.get("train_batches", 0))
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict({"batches": self._resume_batches})
 
     def set_epoch(self, epoch: int) -> None:
         if getattr(self, "_train", None) is not None:

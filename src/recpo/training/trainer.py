@@ -31,8 +31,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def stage_checkpoint(out: Path, stage: str, monitor: str = "val/hr@1") -> ModelCheckpoint:
-    """An LLM stage's checkpoints in ``out/<stage>/checkpoints``: the best epoch by
-    ``monitor`` and ``last.ckpt`` (what an interrupted run resumes from)."""
+    """An LLM stage's best checkpoint by ``monitor``, in ``out/<stage>/checkpoints``."""
     return ModelCheckpoint(
         dirpath=out / stage / "checkpoints",
         filename="epoch{epoch}",
@@ -40,7 +39,20 @@ def stage_checkpoint(out: Path, stage: str, monitor: str = "val/hr@1") -> ModelC
         monitor=monitor,
         mode="max",
         save_top_k=1,
-        save_last=True,
+    )
+
+
+def latest_checkpoint(out: Path, stage: str) -> ModelCheckpoint:
+    """``out/<stage>/checkpoints/last.ckpt``, what an interrupted run resumes from: the
+    latest state, written at every validation (validating once an epoch: at the epoch's
+    end). Lightning's own ``save_last`` writes it only when the best checkpoint changes,
+    so a run whose metric stopped improving would resume from an older state."""
+    return ModelCheckpoint(
+        dirpath=out / stage / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
     )
 
 
@@ -58,8 +70,8 @@ def make_trainer(
     """The Trainer of one stage (an LLM stage or a baseline): ``cfg.trainer`` (the
     settings that change the weights) with ``cfg.runtime.trainer`` (those that do
     not), the stage's epochs, ``cfg.callbacks`` then ``extra_callbacks`` then
-    ``checkpoint`` (default :func:`stage_checkpoint`), the stage's loggers and atomic
-    checkpoint writes.
+    ``checkpoint`` (default: :func:`stage_checkpoint` and :func:`latest_checkpoint`),
+    the stage's loggers and atomic checkpoint writes.
 
     Args:
         csv_version: The CSV log's version (``None``: Lightning's numbered versions).
@@ -69,7 +81,12 @@ def make_trainer(
     """
     out = Path(cfg.paths.output_dir)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks += [*extra_callbacks, checkpoint or stage_checkpoint(out, stage)]
+    checkpoints = (
+        [checkpoint]
+        if checkpoint
+        else [stage_checkpoint(out, stage), latest_checkpoint(out, stage)]
+    )
+    callbacks += [*extra_callbacks, *checkpoints]
     strategy = cfg.trainer.get("strategy")
     # DeepSpeed writes checkpoint folders through its own engine.
     plugins = [AtomicCheckpointIO()] if strategy is None or isinstance(strategy, str) else []
