@@ -1,7 +1,8 @@
 """Copy what a report needs from the finished jobs of a sweep into a folder that can be
 committed: each job's ``config.yaml``, ``results.json`` and ``logs/po/metrics.csv``, and
 per evaluated stage and split the rows it got right (``eval/<stage>/<split>_hits.json``,
-made from the predictions, for the report's row-level tests): a few kB a job, no
+made from the predictions, or copied where the job holds them already, for the
+report's row-level tests): a few kB a job, no
 checkpoints or predictions.
 
     python scripts/export_jobs.py multirun/negatives/lastfm-tiny experiments/collapse_curve/jobs
@@ -45,6 +46,13 @@ def export(source: Path, target: Path) -> tuple[int, int]:
                 if _stale(out, src):
                     out.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, out)
+        for hits in sorted(job.glob("eval/*/*_hits.json")):
+            # A stage evaluation restored from a stored one (paths.sft_evals) holds its
+            # rows as hits, without predictions.
+            out = dest / hits.relative_to(job)
+            if _stale(out, hits):
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(hits, out)
         for predictions in sorted(job.glob("eval/*/*_predictions.jsonl")):
             stage, split = (
                 predictions.parent.name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
@@ -90,12 +91,37 @@ def load_base(cfg: DictConfig, dm: RecDataModule) -> Backbone:
     return base
 
 
+def restore_sft_evaluation(root: str | Path | None, folder: Path, eval_dir: Path) -> bool:
+    """Copy a stored evaluation of the SFT model ``folder`` from ``root`` (the setting
+    ``paths.sft_evals``: folders laid out like the SFT cache, ``<model folder
+    name>/<eval-key>/`` with ``metrics.json``, without the weights) into ``eval_dir``.
+
+    The model folder's name holds its content key and the evaluation folder's name
+    the evaluated rows and settings, so a stored evaluation is the one this model
+    would give again; a model retrained after its cache was lost skips re-evaluating.
+    Returns whether one was copied (written through a temporary folder, one rename)."""
+    if not root:
+        return False
+    source = Path(root) / folder.name / eval_dir.name
+    if not (source / "metrics.json").is_file():
+        log.info("no stored evaluation of %s at %s: evaluating", folder.name, source)
+        return False
+    tmp = eval_dir.with_name(eval_dir.name + ".restoring")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    os.replace(tmp, eval_dir)
+    log.info("SFT evaluation %s restored from %s (not recomputed)", eval_dir.name, source)
+    return True
+
+
 def sft_evaluation(
     cfg: DictConfig, dm: RecDataModule, base: Backbone, folder: Path, eval_dir: Path, reuse: bool
 ) -> dict[str, float]:
     """The SFT model's evaluation stored in ``eval_dir`` (inside the model's folder),
     computed when missing. Returns its metrics (``{}`` off rank 0)."""
     cached = eval_dir / "metrics.json"
+    if is_rank_zero() and not cached.is_file():
+        restore_sft_evaluation(cfg.paths.get("sft_evals"), folder, eval_dir)
     if rank_zero_decides(not cached.is_file()):
         model = load_finetuned(cfg.backbone, folder, base, fresh_adapter=False) if reuse else base
         metrics = evaluate_model(cfg, model.model, model.tokenizer, dm, eval_dir)

@@ -78,6 +78,7 @@ SFT_SAME = [
     "paths.data_dir=/elsewhere",
     "paths.cache_dir=/other",
     "paths.sft_dir=/stored",
+    "paths.sft_evals=/stored-evals",
     "paths.model_dir=/models",
     "sft.reuse=false",
     "logger=wandb",
@@ -115,6 +116,7 @@ EVAL_CHANGES = [
     "data=steam",
 ]
 EVAL_SAME = [
+    "paths.sft_evals=/stored-evals",
     "runtime.eval_batch_size=8",
     "runtime.torch_threads=2",
     "paths.data_dir=/elsewhere",

@@ -216,6 +216,50 @@ def test_sft_reuse_off_trains_again_and_keeps_the_stored_model(tmp_path):
     assert (Path(again.paths.output_dir) / "sft_model" / "config.json").is_file()
 
 
+def test_retrained_sft_model_copies_its_stored_evaluation(tmp_path, monkeypatch):
+    """After a lost cache the SFT model trains again under its key; with
+    ``paths.sft_evals`` naming a weightless copy of its evaluation folder, that
+    evaluation is copied (figures and row files) instead of computed. A copy under
+    another model's name or another evaluation key is not taken."""
+    import shutil
+
+    import recpo.pipeline
+
+    def run(name: str, sft_evals: Path | None) -> dict:
+        cfg = compose([*SMALL, "stages=[sft]"], tmp_path / name)
+        with open_dict(cfg):
+            cfg.paths.sft_dir = str(tmp_path / "sft")
+            cfg.paths.sft_evals = None if sft_evals is None else str(sft_evals)
+        return train(cfg)
+
+    first = run("a", None)
+    stored = next(p for p in (tmp_path / "sft").iterdir() if p.is_dir())
+    (eval_dir,) = stored.glob("eval-*")
+    kept = tmp_path / "kept" / stored.name / eval_dir.name
+    kept.mkdir(parents=True)
+    for name in ("metrics.json", "test_predictions.jsonl"):
+        shutil.copy2(eval_dir / name, kept / name)
+    shutil.rmtree(tmp_path / "sft")  # the cache is lost: model and evaluation
+
+    evaluated = []
+    real = recpo.pipeline.evaluate_model
+    monkeypatch.setattr(
+        recpo.pipeline, "evaluate_model", lambda *a, **k: evaluated.append(1) or real(*a, **k)
+    )
+    again = run("b", tmp_path / "kept")
+    assert evaluated == []  # trained again, not evaluated again
+    assert again == pytest.approx(first, abs=1e-6)
+    assert (stored / "config.json").is_file()
+    assert (stored / eval_dir.name / "test_predictions.jsonl").is_file()
+    assert (tmp_path / "b" / "run" / "eval" / "sft" / "test_predictions.jsonl").is_file()
+
+    # Another model's name: nothing to copy, the retrained model is evaluated.
+    shutil.rmtree(tmp_path / "sft")
+    kept.parent.rename(kept.parent.with_name(stored.name + "-other"))
+    run("c", tmp_path / "kept")
+    assert evaluated == [1]
+
+
 def test_po_adapter_does_not_depend_on_what_ran_before(tmp_path):
     """With LoRA, PO starts from a fresh adapter: it is the same whether SFT was
     trained in this process (random draws consumed) or reused (none), so a sweep's

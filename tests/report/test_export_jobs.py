@@ -36,3 +36,15 @@ def test_finished_jobs_are_exported_with_config_results_and_log(tmp_path):
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     job = "negatives/lastfm-tiny/objective=dmpo,po.num_negatives=1"
     assert files == [f"{job}/config.yaml", f"{job}/logs/po/metrics.csv", f"{job}/results.json"]
+
+
+def test_hits_a_job_holds_without_predictions_are_exported(tmp_path):
+    """A restored SFT evaluation (paths.sft_evals) brings its rows as hits, not predictions."""
+    job = tmp_path / "multirun" / "main" / "seed0"
+    _job(job, finished=True)
+    (job / "eval" / "sft").mkdir(parents=True)
+    (job / "eval" / "sft" / "test_hits.json").write_text('{"rows": [0, 1], "hr@1": "10"}\n')
+    out = tmp_path / "jobs"
+    assert _export_module().export(tmp_path / "multirun", out) == (1, 0)
+    exported = out / "main" / "seed0" / "eval" / "sft" / "test_hits.json"
+    assert exported.read_text() == '{"rows": [0, 1], "hr@1": "10"}\n'
