@@ -34,9 +34,12 @@ objective.beta=$beta po.max_train_examples=500 eval.splits=[val] eval.protocols=
     ;;
   main)
     [ $# -gt 0 ] || { echo "main needs the grid's choice: po.lr=LR objective.beta=BETA" >&2; exit 2; }
+    # Lane 0 runs the `independent` jobs and lane 1 the `published` ones, so the two
+    # SFT models (trained again by the first job of each lane after a lost workspace)
+    # train side by side; each lane goes seed by seed, DMPO then DynamicPO.
     for seed in 0 1 2; do
-      for protocol in independent published; do
-        for objective in dmpo dynamicpo; do
+      for objective in dmpo dynamicpo; do
+        for protocol in independent published; do
           jobs+=("main/$protocol-$objective-seed$seed|data.candidates=$protocol \
 objective=$objective po.seed=$seed $*")
         done

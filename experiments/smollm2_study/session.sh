@@ -1,0 +1,54 @@
+#!/bin/bash
+# Continue the SmolLM2 study on a fresh workspace, in the background, in one command
+# (README.md here, "Resuming the study"):
+#   RECPO_DATA_DIR=../shared/data experiments/smollm2_study/session.sh
+# 1. refuses a CPU without native bfloat16 (avx512_bf16 or amx_bf16): the study trains in
+#    bf16-mixed, which such a CPU emulates about 4x slower (18.5 s per SFT step against
+#    4.3 s), so no job could finish within a session there;
+# 2. the virtual environment (make), and the study's fixed checkout in ../study: commit
+#    a3ff83e with the resume fix 18e365d and the stored-evaluation copy ($RESTORE)
+#    applied, and this tree's run.sh;
+# 3. the exported jobs copied back (finished jobs are skipped) and the SFT models' test
+#    evaluations laid out for paths.sft_evals (sft_evals.py), so each lane retrains its
+#    SFT model (about 80 min) and goes straight on to its PO jobs;
+# 4. run.sh main with the grid's choice, in the background: lane 0 the `independent`
+#    jobs, lane 1 the `published` ones. Log: multirun/study_driver.log.
+# A lane's job takes about 70 min after the SFT model: start this in a session's first
+# minutes, export finished jobs (scripts/export_jobs.py) and commit them before it ends.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+main=$PWD
+study=${STUDY_DIR:-$main/../study}
+data_dir=$(realpath "${RECPO_DATA_DIR:-../shared/data}")
+BASE=a3ff83e RESUME_FIX=18e365d RESTORE=${RESTORE:-e7be0a0}
+
+log=$main/multirun/study_driver.log
+mkdir -p "$main/multirun"
+cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | xargs)
+bf16=$(grep -m1 -owE 'avx512_bf16|amx_bf16' /proc/cpuinfo | sort -u | xargs || true)
+echo "$(date -u '+%F %T UTC') session.sh on $cpu (native bf16: ${bf16:-none})" | tee -a "$log"
+if [ -z "$bf16" ] && [ -z "${FORCE_NO_BF16:-}" ]; then
+  echo "this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo):" \
+    "the study's bf16-mixed steps would run about 4x slower; not started" \
+    "(FORCE_NO_BF16=1 starts it anyway)" >&2
+  exit 3
+fi
+make -s .venv/.installed
+if [ ! -d "$study" ]; then
+  git worktree add --detach "$study" "$BASE"
+  git -C "$study" cherry-pick "$RESUME_FIX" >/dev/null
+  git diff "$RESTORE^" "$RESTORE" -- src/recpo/pipeline.py conf/paths/default.yaml \
+    | git -C "$study" apply --index
+  git -C "$study" commit -qm "paths.sft_evals (from $RESTORE)"
+fi
+cp experiments/smollm2_study/run.sh "$study/experiments/smollm2_study/run.sh"
+mkdir -p multirun/smollm2_study .cache
+for link in multirun .cache .venv; do ln -sfn "$main/$link" "$study/$link"; done
+cp -rn experiments/smollm2_study/jobs/. multirun/smollm2_study/
+PYTHONPATH=$study/src .venv/bin/python experiments/smollm2_study/sft_evals.py \
+  "$main/multirun/sft_evals" paths.data_dir="$data_dir"
+choice=$(.venv/bin/python experiments/smollm2_study/choose.py multirun/smollm2_study/grid)
+cd "$study"
+PYTHONPATH=$study/src RECPO_DATA_DIR=$data_dir nohup experiments/smollm2_study/run.sh main \
+  $choice paths.sft_evals="$main/multirun/sft_evals" >>"$log" 2>&1 &
+echo "main phase started in $study ($choice): log $log"
