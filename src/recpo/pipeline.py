@@ -9,6 +9,7 @@ metrics of every stage (``results.json``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -91,6 +92,21 @@ def load_base(cfg: DictConfig, dm: RecDataModule) -> Backbone:
     return base
 
 
+WEIGHTS_DIGEST = "weights.sha256"
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 over the weight files of a saved model folder (``*.safetensors``,
+    ``*.bin``, by name): equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def restore_sft_evaluation(root: str | Path | None, folder: Path, eval_dir: Path) -> bool:
     """Copy a stored evaluation of the SFT model ``folder`` from ``root`` (the setting
     ``paths.sft_evals``: folders laid out like the SFT cache, ``<model folder
@@ -98,13 +114,27 @@ def restore_sft_evaluation(root: str | Path | None, folder: Path, eval_dir: Path
 
     The model folder's name holds its content key and the evaluation folder's name
     the evaluated rows and settings, so a stored evaluation is the one this model
-    would give again; a model retrained after its cache was lost skips re-evaluating.
-    Returns whether one was copied (written through a temporary folder, one rename)."""
+    would give again, where training is deterministic; a model retrained after its
+    cache was lost skips re-evaluating. Floats are not portable between CPU kinds, so
+    a stored ``weights.sha256`` (:func:`weights_digest` of the evaluated model) must
+    equal the retrained model's, else the model is evaluated; the retrained model's
+    digest is logged either way. Returns whether one was copied (written through a
+    temporary folder, one rename)."""
     if not root:
         return False
     source = Path(root) / folder.name / eval_dir.name
     if not (source / "metrics.json").is_file():
         log.info("no stored evaluation of %s at %s: evaluating", folder.name, source)
+        return False
+    digest = weights_digest(folder)
+    log.info("SFT model %s: weights sha256 %s", folder.name, digest)
+    stored = source / WEIGHTS_DIGEST
+    if stored.is_file() and stored.read_text().split()[0] != digest:
+        log.warning(
+            "the evaluation at %s is of other weights (sha256 %s): evaluating this model",
+            source,
+            stored.read_text().split()[0],
+        )
         return False
     tmp = eval_dir.with_name(eval_dir.name + ".restoring")
     shutil.rmtree(tmp, ignore_errors=True)

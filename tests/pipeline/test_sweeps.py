@@ -219,8 +219,8 @@ def test_sft_reuse_off_trains_again_and_keeps_the_stored_model(tmp_path):
 def test_retrained_sft_model_copies_its_stored_evaluation(tmp_path, monkeypatch):
     """After a lost cache the SFT model trains again under its key; with
     ``paths.sft_evals`` naming a weightless copy of its evaluation folder, that
-    evaluation is copied (figures and row files) instead of computed. A copy under
-    another model's name or another evaluation key is not taken."""
+    evaluation is copied (figures and row files) instead of computed. A copy of other
+    weights (its ``weights.sha256``) or under another model's name is not taken."""
     import shutil
 
     import recpo.pipeline
@@ -239,6 +239,8 @@ def test_retrained_sft_model_copies_its_stored_evaluation(tmp_path, monkeypatch)
     kept.mkdir(parents=True)
     for name in ("metrics.json", "test_predictions.jsonl"):
         shutil.copy2(eval_dir / name, kept / name)
+    digest = recpo.pipeline.weights_digest(stored)
+    (kept / "weights.sha256").write_text(digest + "\n")  # the evaluated weights
     shutil.rmtree(tmp_path / "sft")  # the cache is lost: model and evaluation
 
     evaluated = []
@@ -253,11 +255,20 @@ def test_retrained_sft_model_copies_its_stored_evaluation(tmp_path, monkeypatch)
     assert (stored / eval_dir.name / "test_predictions.jsonl").is_file()
     assert (tmp_path / "b" / "run" / "eval" / "sft" / "test_predictions.jsonl").is_file()
 
-    # Another model's name: nothing to copy, the retrained model is evaluated.
+    assert recpo.pipeline.weights_digest(stored) == digest  # trained bit for bit again
+
+    # Other weights under the same key (another CPU's last bits): evaluated.
     shutil.rmtree(tmp_path / "sft")
-    kept.parent.rename(kept.parent.with_name(stored.name + "-other"))
+    (kept / "weights.sha256").write_text("0" * 64 + "\n")
     run("c", tmp_path / "kept")
     assert evaluated == [1]
+
+    # Another model's name: nothing to copy, the retrained model is evaluated.
+    shutil.rmtree(tmp_path / "sft")
+    (kept / "weights.sha256").unlink()
+    kept.parent.rename(kept.parent.with_name(stored.name + "-other"))
+    run("d", tmp_path / "kept")
+    assert evaluated == [1, 1]
 
 
 def test_po_adapter_does_not_depend_on_what_ran_before(tmp_path):
