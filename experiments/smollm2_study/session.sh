@@ -6,8 +6,9 @@
 #    bf16-mixed, which such a CPU emulates about 4x slower (18.5 s per SFT step against
 #    4.3 s), so no job could finish within a session there;
 # 2. the virtual environment (make), and the study's fixed checkout in ../study: commit
-#    a3ff83e with the resume fix 18e365d and the stored-evaluation copy ($RESTORE)
-#    applied, and this tree's run.sh;
+#    a3ff83e with the resume fix 18e365d and the stored-evaluation copy (paths.sft_evals:
+#    $RESTORE's diff of src/recpo/pipeline.py and conf/paths/default.yaml) applied,
+#    and this tree's run.sh;
 # 3. the exported jobs copied back (finished jobs are skipped) and the SFT models' test
 #    evaluations laid out for paths.sft_evals (sft_evals.py), so each lane retrains its
 #    SFT model (about 80 min) and goes straight on to its PO jobs;
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/../.."
 main=$PWD
 study=${STUDY_DIR:-$main/../study}
 data_dir=$(realpath "${RECPO_DATA_DIR:-../shared/data}")
-BASE=a3ff83e RESUME_FIX=18e365d RESTORE=${RESTORE:-e7be0a0}
+BASE=a3ff83e RESUME_FIX=18e365d RESTORE="e7be0a0^ 5525256"
 
 log=$main/multirun/study_driver.log
 mkdir -p "$main/multirun"
@@ -37,9 +38,9 @@ make -s .venv/.installed
 if [ ! -d "$study" ]; then
   git worktree add --detach "$study" "$BASE"
   git -C "$study" cherry-pick "$RESUME_FIX" >/dev/null
-  git diff "$RESTORE^" "$RESTORE" -- src/recpo/pipeline.py conf/paths/default.yaml \
-    | git -C "$study" apply --index
-  git -C "$study" commit -qm "paths.sft_evals (from $RESTORE)"
+  # shellcheck disable=SC2086
+  git diff $RESTORE -- src/recpo/pipeline.py conf/paths/default.yaml | git -C "$study" apply --index
+  git -C "$study" commit -qm "paths.sft_evals (git diff $RESTORE)"
 fi
 cp experiments/smollm2_study/run.sh "$study/experiments/smollm2_study/run.sh"
 mkdir -p multirun/smollm2_study .cache

@@ -23,12 +23,18 @@ import shutil
 from pathlib import Path
 
 from recpo.config import compose
-from recpo.pipeline import build_datamodule
+from recpo.pipeline import WEIGHTS_DIGEST, build_datamodule
 from recpo.training.sft_cache import sft_eval_key, sft_folder, write_json
 
 HERE = Path(__file__).resolve().parent
 # The SFT jobs' model keys (their logs and sft_model.txt; README.md here).
 SFT_KEYS = {"independent": "51d0fa1dff10f9da", "published": "257d8b7f8b6a5314"}
+# The evaluated models' weights (recpo.pipeline.weights_digest), which a retrained model
+# must match for its evaluation to be copied. The evaluated models' files were lost
+# before a digest was taken; a job logs its retrained model's digest ("weights sha256"):
+# the first retrain on the CPU kind the SFT jobs ran on (AMD EPYC, avx512_bf16) goes
+# here, so later sessions check theirs against it. None: the content key alone.
+SFT_WEIGHTS: dict[str, str | None] = {"independent": None, "published": None}
 
 
 def main() -> None:
@@ -57,6 +63,8 @@ def main() -> None:
         target.mkdir(parents=True, exist_ok=True)
         for hits in sorted((job / "eval" / "sft").glob("*_hits.json")):
             shutil.copy2(hits, target / hits.name)
+        if SFT_WEIGHTS[protocol]:
+            (target / WEIGHTS_DIGEST).write_text(SFT_WEIGHTS[protocol] + "\n")
         write_json(target / "metrics.json", metrics)
         print(f"{protocol}: {target} ({len(metrics)} metrics)")
 
