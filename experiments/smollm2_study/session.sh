@@ -14,8 +14,9 @@
 #    SFT model (about 80 min) and goes straight on to its PO jobs;
 # 4. run.sh main with the grid's choice, in the background: lane 0 the `independent`
 #    jobs, lane 1 the `published` ones. Log: multirun/study_driver.log.
+# 5. a watcher exporting the finished jobs into experiments/smollm2_study/jobs/ every 5 min.
 # A lane's job takes about 70 min after the SFT model: start this in a session's first
-# minutes, export finished jobs (scripts/export_jobs.py) and commit them before it ends.
+# minutes and commit the exported jobs before the session ends.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 main=$PWD
@@ -52,4 +53,11 @@ choice=$(.venv/bin/python experiments/smollm2_study/choose.py multirun/smollm2_s
 cd "$study"
 PYTHONPATH=$study/src RECPO_DATA_DIR=$data_dir nohup experiments/smollm2_study/run.sh main \
   $choice paths.sft_evals="$main/multirun/sft_evals" >>"$log" 2>&1 &
+lanes=$!
+# Every 5 min while the lanes run: export the finished jobs into this tree (commit them).
+export_jobs="PYTHONPATH=$main/src $main/.venv/bin/python $main/scripts/export_jobs.py"
+nohup bash -c "while kill -0 $lanes 2>/dev/null; do
+  $export_jobs $main/multirun/smollm2_study $main/experiments/smollm2_study/jobs; sleep 300; done
+  $export_jobs $main/multirun/smollm2_study $main/experiments/smollm2_study/jobs" >>"$log" 2>&1 &
 echo "main phase started in $study ($choice): log $log"
+echo "finished jobs are exported to experiments/smollm2_study/jobs/ every 5 min: commit them"
