@@ -27,8 +27,9 @@ from recpo.data.datamodule import RecDataModule
 from recpo.errors import ConfigError
 from recpo.evaluation.evaluate import evaluate_model, summary_table
 from recpo.models.backbone import Backbone, load_backbone, load_finetuned
-from recpo.training.distributed import join_launcher_ranks, rank_zero_decides
-from recpo.training.loggers import close_stage_loggers, is_rank_zero
+from recpo.ranks import is_rank_zero, rank_zero_decides
+from recpo.training.distributed import join_launcher_ranks
+from recpo.training.loggers import close_stage_loggers
 from recpo.training.sft_cache import (
     sft_eval_key,
     sft_folder,

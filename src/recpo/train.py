@@ -24,9 +24,9 @@ from recpo.config import CONFIG_DIR, CONFIG_NAME, drop_keys
 from recpo.data.sources import READER_KEY
 from recpo.errors import ConfigError, RecpoError
 from recpo.experiment_configs import register as register_experiments
+from recpo.ranks import is_rank_zero
 from recpo.schema import check_config
 from recpo.training.distributed import export_launcher_ranks
-from recpo.training.loggers import is_rank_zero
 
 log = logging.getLogger("recpo")
 # Variables Lightning's process launcher sets in the launching process.

@@ -12,8 +12,8 @@ from unittest import mock
 import pytest
 
 from recpo.errors import ConfigError
+from recpo.ranks import is_rank_zero
 from recpo.training.distributed import export_launcher_ranks
-from recpo.training.loggers import is_rank_zero
 from tests.conftest import compose, run_train
 from tests.distributed.runs import DDP, PIPELINE
 

@@ -38,8 +38,7 @@ from recpo.models.scoring import (
     score_answers,
     score_answers_shared,
 )
-from recpo.training.distributed import gather_to_rank_zero, rank_and_world
-from recpo.training.loggers import is_rank_zero
+from recpo.ranks import gather_to_rank_zero, is_rank_zero, rank_and_world
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,13 @@ a launcher started them all: SLURM (``srun`` tasks, read by Lightning's
 ``trainer.devices`` (:func:`export_launcher_ranks`). Ranks started by a launcher run
 the pipeline together from the start, so they open the process group before the first
 Trainer (:func:`join_launcher_ranks`) and take rank 0's decisions (reuse a stored SFT
-model or train it, evaluate it or not) through :func:`rank_zero_decides`.
+model or train it, evaluate it or not) through :func:`recpo.ranks.rank_zero_decides`.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,35 +22,6 @@ from recpo.errors import ConfigError
 
 # Set by export_launcher_ranks: every rank of this job was started by the launcher.
 LAUNCHER_RANKS = "RECPO_LAUNCHER_RANKS"
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of ranks of the open process group
-    (``(0, 1)`` when none is open: one process evaluates everything)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def rank_zero_decides(value: Any) -> Any:
-    """``value`` as rank 0 has it, on every rank of the open process group (the value
-    itself when none is open)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gather_to_rank_zero(value: Any) -> list[Any] | None:
-    """Every rank's ``value`` in rank order on rank 0 (``None`` elsewhere); ``[value]``
-    when no process group is open."""
-    rank, world = rank_and_world()
-    if world == 1:
-        return [value]
-    out = [None] * world if rank == 0 else None
-    dist.gather_object(value, out, dst=0)
-    return out
 
 
 def export_launcher_ranks(devices: int, num_nodes: int = 1) -> bool:

@@ -18,7 +18,6 @@ A stage that resumes from its checkpoint keeps the CSV rows its earlier attempt 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from recpo.metric_names import sft_summary_key
+from recpo.ranks import is_rank_zero
 
 # W&B loggers of stages not closed yet: (run folder, stage) -> loggers.
 _OPEN: dict[tuple[str, str], list[Any]] = {}
@@ -33,15 +33,6 @@ _OPEN: dict[tuple[str, str], list[Any]] = {}
 _SFT_METRICS: dict[str, dict[str, float]] = {}
 # Top folders of run folders: a group is the path below the last of them.
 _RUN_ROOTS = ("multirun", "outputs")
-
-
-def is_rank_zero() -> bool:
-    """True in the process that evaluates and writes results (rank 0, or the only one).
-
-    Read from the environment Lightning's launcher sets, so it also holds before and
-    after a Trainer exists.
-    """
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def wandb_group(folder: str | Path) -> str:
