@@ -39,20 +39,13 @@ def export(source: Path, target: Path) -> tuple[int, int]:
             unfinished += 1
             continue
         dest = target / job.relative_to(source)
-        for name in KEPT:
-            src = job / name
-            if src.is_file():
-                out = dest / name
-                if _stale(out, src):
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, out)
-        for hits in sorted(job.glob("eval/*/*_hits.json")):
-            # A stage evaluation restored from a stored one (paths.sft_evals) holds its
-            # rows as hits, without predictions.
-            out = dest / hits.relative_to(job)
-            if _stale(out, hits):
+        # Hits a job holds already: a stage evaluation restored from a stored one
+        # (paths.sft_evals) brings its rows as hits, without predictions.
+        for src in [*(job / name for name in KEPT), *sorted(job.glob("eval/*/*_hits.json"))]:
+            out = dest / src.relative_to(job)
+            if src.is_file() and _stale(out, src):
                 out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(hits, out)
+                shutil.copy2(src, out)
         for predictions in sorted(job.glob("eval/*/*_predictions.jsonl")):
             stage, split = (
                 predictions.parent.name,

@@ -55,9 +55,9 @@ PYTHONPATH=$study/src RECPO_DATA_DIR=$data_dir nohup experiments/smollm2_study/r
   $choice paths.sft_evals="$main/multirun/sft_evals" >>"$log" 2>&1 &
 lanes=$!
 # Every 5 min while the lanes run: export the finished jobs into this tree (commit them).
-export_jobs="PYTHONPATH=$main/src $main/.venv/bin/python $main/scripts/export_jobs.py"
-nohup bash -c "while kill -0 $lanes 2>/dev/null; do
-  $export_jobs $main/multirun/smollm2_study $main/experiments/smollm2_study/jobs; sleep 300; done
-  $export_jobs $main/multirun/smollm2_study $main/experiments/smollm2_study/jobs" >>"$log" 2>&1 &
+export_jobs="PYTHONPATH=$main/src $main/.venv/bin/python $main/scripts/export_jobs.py \
+  $main/multirun/smollm2_study $main/experiments/smollm2_study/jobs"
+nohup bash -c "while kill -0 $lanes 2>/dev/null; do $export_jobs; sleep 300; done; $export_jobs" \
+  >>"$log" 2>&1 &
 echo "main phase started in $study ($choice): log $log"
 echo "finished jobs are exported to experiments/smollm2_study/jobs/ every 5 min: commit them"

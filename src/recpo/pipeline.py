@@ -130,11 +130,12 @@ def restore_sft_evaluation(root: str | Path | None, folder: Path, eval_dir: Path
     digest = weights_digest(folder)
     log.info("SFT model %s: weights sha256 %s", folder.name, digest)
     stored = source / WEIGHTS_DIGEST
-    if stored.is_file() and stored.read_text().split()[0] != digest:
+    evaluated = stored.read_text().split()[0] if stored.is_file() else digest
+    if evaluated != digest:
         log.warning(
             "the evaluation at %s is of other weights (sha256 %s): evaluating this model",
             source,
-            stored.read_text().split()[0],
+            evaluated,
         )
         return False
     tmp = eval_dir.with_name(eval_dir.name + ".restoring")
