@@ -33,8 +33,12 @@ SFT_KEYS = {"independent": "51d0fa1dff10f9da", "published": "257d8b7f8b6a5314"}
 # must match for its evaluation to be copied. The evaluated models' files were lost
 # before a digest was taken; a job logs its retrained model's digest ("weights sha256"):
 # the first retrain on the CPU kind the SFT jobs ran on (AMD EPYC, avx512_bf16) goes
-# here, so later sessions check theirs against it. None: the content key alone.
-SFT_WEIGHTS: dict[str, str | None] = {"independent": None, "published": None}
+# here, so later sessions check theirs against it: the session of 2026-12-06 18:22 UTC
+# (AMD EPYC, avx512_bf16), whose retrains gave the SFT jobs' four val points again.
+SFT_WEIGHTS: dict[str, str | None] = {
+    "independent": "82ef0564a45389af59b2beabe145342a293740fa5240412c534095dfdda08742",
+    "published": "7bbf3d025ea681d1e1309bcc3d0f971159b6057f8b255bcaf54fb121aed1574d",
+}
 
 
 def main() -> None:
