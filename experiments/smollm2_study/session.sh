@@ -11,12 +11,14 @@
 #    and this tree's run.sh;
 # 3. the exported jobs copied back (finished jobs are skipped) and the SFT models' test
 #    evaluations laid out for paths.sft_evals (sft_evals.py), so each lane retrains its
-#    SFT model (about 80 min) and goes straight on to its PO jobs;
+#    SFT model and goes straight on to its PO jobs;
 # 4. run.sh main with the grid's choice, in the background: lane 0 the `independent`
 #    jobs, lane 1 the `published` ones. Log: multirun/study_driver.log.
-# 5. a watcher exporting the finished jobs into experiments/smollm2_study/jobs/ every 5 min.
-# A lane's job takes about 70 min after the SFT model: start this in a session's first
-# minutes and commit the exported jobs before the session ends.
+# 5. a watcher (watch.sh) exporting the finished jobs into experiments/smollm2_study/jobs/
+#    every 2 min and committing them, so a job that finishes in the session's last minutes
+#    is kept even if nobody takes a last step.
+# The SFT models take about 85 min and a lane's first job about 85 min more (measured
+# 2026-12-06, two lanes): start this in a session's first minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 main=$PWD
@@ -54,10 +56,6 @@ cd "$study"
 PYTHONPATH=$study/src RECPO_DATA_DIR=$data_dir nohup experiments/smollm2_study/run.sh main \
   $choice paths.sft_evals="$main/multirun/sft_evals" >>"$log" 2>&1 &
 lanes=$!
-# Every 5 min while the lanes run: export the finished jobs into this tree (commit them).
-export_jobs="PYTHONPATH=$main/src $main/.venv/bin/python $main/scripts/export_jobs.py \
-  $main/multirun/smollm2_study $main/experiments/smollm2_study/jobs"
-nohup bash -c "while kill -0 $lanes 2>/dev/null; do $export_jobs; sleep 300; done; $export_jobs" \
-  >>"$log" 2>&1 &
+nohup nice -n 10 "$main/experiments/smollm2_study/watch.sh" "$lanes" >>"$log" 2>&1 &
 echo "main phase started in $study ($choice): log $log"
-echo "finished jobs are exported to experiments/smollm2_study/jobs/ every 5 min: commit them"
+echo "finished jobs are exported to experiments/smollm2_study/jobs/ and committed every 2 min"
