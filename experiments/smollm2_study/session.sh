@@ -17,7 +17,7 @@
 # 5. a watcher (watch.sh) exporting the finished jobs into experiments/smollm2_study/jobs/
 #    every 2 min and committing them, so a job that finishes in the session's last minutes
 #    is kept even if nobody takes a last step.
-# The SFT models take about 85 min and a lane's first job about 85 min more (measured
+# The SFT models take about 85 min and a lane's first job about 75 min more (measured
 # 2026-12-06, two lanes): start this in a session's first minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -35,7 +35,7 @@ SFT_KEYS = {"independent": "51d0fa1dff10f9da", "published": "257d8b7f8b6a5314"}
 # the first retrain on the CPU kind the SFT jobs ran on (AMD EPYC, avx512_bf16) goes
 # here, so later sessions check theirs against it: the session of 2026-12-06 18:22 UTC
 # (AMD EPYC, avx512_bf16), whose retrains gave the SFT jobs' four val points again.
-SFT_WEIGHTS: dict[str, str | None] = {
+SFT_WEIGHTS: dict[str, str] = {
     "independent": "82ef0564a45389af59b2beabe145342a293740fa5240412c534095dfdda08742",
     "published": "7bbf3d025ea681d1e1309bcc3d0f971159b6057f8b255bcaf54fb121aed1574d",
 }
@@ -67,8 +67,7 @@ def main() -> None:
         target.mkdir(parents=True, exist_ok=True)
         for hits in sorted((job / "eval" / "sft").glob("*_hits.json")):
             shutil.copy2(hits, target / hits.name)
-        if SFT_WEIGHTS[protocol]:
-            (target / WEIGHTS_DIGEST).write_text(SFT_WEIGHTS[protocol] + "\n")
+        (target / WEIGHTS_DIGEST).write_text(SFT_WEIGHTS[protocol] + "\n")
         write_json(target / "metrics.json", metrics)
         print(f"{protocol}: {target} ({len(metrics)} metrics)")
 
