@@ -4,15 +4,18 @@
 #   RECPO_DATA_DIR=../shared/data experiments/smollm2_study/run.sh sft
 #   RECPO_DATA_DIR=../shared/data experiments/smollm2_study/run.sh grid
 #   RECPO_DATA_DIR=../shared/data experiments/smollm2_study/run.sh main po.lr=LR objective.beta=BETA
+#   RECPO_DATA_DIR=../shared/data experiments/smollm2_study/run.sh rerun NAME po.lr=LR objective.beta=BETA
 # sft:  one SFT model per candidate protocol, tested on the full test split;
 # grid: DMPO under `independent`, po.lr x beta, 500 PO rows, ranked on the full val split;
 # main: DMPO and DynamicPO under both protocols, PO seeds 0, 1, 2, with the lr and beta
-#       the grid chose (given as overrides), 1,000 PO rows, the full test split.
+#       the grid chose (given as overrides), 1,000 PO rows, the full test split;
+# rerun: the main phase's DMPO seed-0 jobs again under rerun-NAME/ (e.g. on another CPU
+#       kind, whose retrained SFT models differ in their last bits), to compare job by job.
 # Each job has its own folder under multirun/smollm2_study/: a finished job (its
 # results.json) is skipped, an interrupted one resumes, so a call can be repeated.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-phase=${1:?phase: sft, grid or main}
+phase=${1:?phase: sft, grid, main or rerun}
 shift
 python=${PYTHON:-.venv/bin/python}
 data_dir=${RECPO_DATA_DIR:-../shared/data}
@@ -46,7 +49,15 @@ objective=$objective po.seed=$seed $*")
       done
     done
     ;;
-  *) echo "unknown phase $phase: sft, grid or main" >&2; exit 2 ;;
+  rerun)
+    name=${1:?rerun needs a name, then po.lr=LR objective.beta=BETA}
+    shift
+    [ $# -gt 0 ] || { echo "rerun needs the grid's choice: po.lr=LR objective.beta=BETA" >&2; exit 2; }
+    for protocol in independent published; do
+      jobs+=("rerun-$name/$protocol-dmpo-seed0|data.candidates=$protocol objective=dmpo po.seed=0 $*")
+    done
+    ;;
+  *) echo "unknown phase $phase: sft, grid, main or rerun" >&2; exit 2 ;;
 esac
 
 lane() {  # the jobs at positions lane, lane + 2, ... one after another
