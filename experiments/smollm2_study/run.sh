@@ -9,8 +9,9 @@
 # grid: DMPO under `independent`, po.lr x beta, 500 PO rows, ranked on the full val split;
 # main: DMPO and DynamicPO under both protocols, PO seeds 0, 1, 2, with the lr and beta
 #       the grid chose (given as overrides), 1,000 PO rows, the full test split;
-# rerun: the main phase's DMPO seed-0 jobs again under rerun-NAME/ (e.g. on another CPU
-#       kind, whose retrained SFT models differ in their last bits), to compare job by job.
+# rerun: the main phase's seed-0 jobs (DMPO, then DynamicPO) again under rerun-NAME/, e.g.
+#       on another CPU kind, whose retrained SFT models differ in their last bits, to
+#       compare job by job (compare_reruns.py).
 # Each job has its own folder under multirun/smollm2_study/: a finished job (its
 # results.json) is skipped, an interrupted one resumes, so a call can be repeated.
 set -euo pipefail
@@ -53,8 +54,11 @@ objective=$objective po.seed=$seed $*")
     name=${1:?rerun needs a name, then po.lr=LR objective.beta=BETA}
     shift
     [ $# -gt 0 ] || { echo "rerun needs the grid's choice: po.lr=LR objective.beta=BETA" >&2; exit 2; }
-    for protocol in independent published; do
-      jobs+=("rerun-$name/$protocol-dmpo-seed0|data.candidates=$protocol objective=dmpo po.seed=0 $*")
+    for objective in dmpo dynamicpo; do
+      for protocol in independent published; do
+        jobs+=("rerun-$name/$protocol-$objective-seed0|data.candidates=$protocol \
+objective=$objective po.seed=0 $*")
+      done
     done
     ;;
   *) echo "unknown phase $phase: sft, grid, main or rerun" >&2; exit 2 ;;

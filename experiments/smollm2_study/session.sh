@@ -13,7 +13,11 @@
 #    evaluations laid out for paths.sft_evals (sft_evals.py), so each lane retrains its
 #    SFT model and goes straight on to its PO jobs;
 # 4. run.sh main with the grid's choice, in the background: lane 0 the `independent`
-#    jobs, lane 1 the `published` ones. Log: multirun/study_driver.log.
+#    jobs, lane 1 the `published` ones. Log: multirun/study_driver.log. On a CPU with
+#    AMX (amx_bf16) it runs `run.sh rerun amx` instead: the SFT models retrained there
+#    differ from the AMD EPYC ones the main jobs start from (README.md, "Rerun on
+#    another CPU kind"), so such a session reruns the seed-0 jobs for comparison
+#    (FORCE_MAIN=1 runs the main phase anyway).
 # 5. a watcher (watch.sh) exporting the finished jobs into experiments/smollm2_study/jobs/
 #    every 2 min and committing them, so a job that finishes in the session's last minutes
 #    is kept even if nobody takes a last step.
@@ -53,9 +57,14 @@ PYTHONPATH=$study/src .venv/bin/python experiments/smollm2_study/sft_evals.py \
   "$main/multirun/sft_evals" paths.data_dir="$data_dir"
 choice=$(.venv/bin/python experiments/smollm2_study/choose.py multirun/smollm2_study/grid)
 cd "$study"
-PYTHONPATH=$study/src RECPO_DATA_DIR=$data_dir nohup experiments/smollm2_study/run.sh main \
+phase=main
+if grep -qw amx_bf16 /proc/cpuinfo && [ -z "${FORCE_MAIN:-}" ]; then
+  phase="rerun amx"
+fi
+# shellcheck disable=SC2086
+PYTHONPATH=$study/src RECPO_DATA_DIR=$data_dir nohup experiments/smollm2_study/run.sh $phase \
   $choice paths.sft_evals="$main/multirun/sft_evals" >>"$log" 2>&1 &
 lanes=$!
 nohup nice -n 10 "$main/experiments/smollm2_study/watch.sh" "$lanes" >>"$log" 2>&1 &
-echo "main phase started in $study ($choice): log $log"
+echo "phase $phase started in $study ($choice): log $log"
 echo "finished jobs are exported to experiments/smollm2_study/jobs/ and committed every 2 min"
