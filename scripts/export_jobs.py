@@ -1,5 +1,7 @@
 """Copy what a report needs from the finished jobs of a sweep into a folder that can be
-committed: each job's ``config.yaml``, ``results.json`` and ``logs/po/metrics.csv``, and
+committed: each job's ``config.yaml``, ``results.json`` and training logs
+(``logs/po/metrics.csv``, and ``logs/sft/metrics.csv`` where the job trained its SFT
+model rather than reusing a stored one), and
 per evaluated stage and split the rows it got right (``eval/<stage>/<split>_hits.json``,
 made from the predictions, or copied where the job holds them already, for the
 report's row-level tests): a few kB a job, no
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from recpo.report.rows import hits_path, row_outcomes, write_hits
 
-KEPT = ("config.yaml", "results.json", "logs/po/metrics.csv")
+KEPT = ("config.yaml", "results.json", "logs/po/metrics.csv", "logs/sft/metrics.csv")
 
 
 def _stale(out: Path, src: Path) -> bool:

@@ -48,3 +48,14 @@ def test_hits_a_job_holds_without_predictions_are_exported(tmp_path):
     assert _export_module().export(tmp_path / "multirun", out) == (1, 0)
     exported = out / "main" / "seed0" / "eval" / "sft" / "test_hits.json"
     assert exported.read_text() == '{"rows": [0, 1], "hr@1": "10"}\n'
+
+
+def test_the_sft_log_of_a_job_that_trained_its_sft_model_is_exported(tmp_path):
+    job = tmp_path / "multirun" / "main" / "seed0"
+    _job(job, finished=True)
+    (job / "logs" / "sft").mkdir()
+    (job / "logs" / "sft" / "metrics.csv").write_text("step,train/loss\n9,1.61\n")
+    out = tmp_path / "jobs"
+    assert _export_module().export(tmp_path / "multirun", out) == (1, 0)
+    exported = out / "main" / "seed0" / "logs" / "sft" / "metrics.csv"
+    assert exported.read_text() == "step,train/loss\n9,1.61\n"
