@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,6 +18,16 @@ CONF = REPO / "conf"
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_script(relative: str):
+    """A script of the tree that is not in a package (``experiments/...``,
+    ``scripts/...``), loaded as a module so a test can call its functions."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_train(

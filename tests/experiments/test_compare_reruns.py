@@ -3,22 +3,16 @@ on hand-built hits files whose counts are worked out by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
-
-SCRIPT = REPO / "experiments" / "smollm2_study" / "compare_reruns.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("compare_reruns", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/smollm2_study/compare_reruns.py")
 
 
 def make_job(folder, sft, po):

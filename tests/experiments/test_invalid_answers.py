@@ -3,23 +3,17 @@ and the table it prints for a predictions file on the generated synthetic data."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
 from recpo.data.shortcut import load_run_split
-from tests.conftest import REPO
-
-SCRIPT = REPO / "experiments" / "lastfm_smollm2" / "invalid_answers.py"
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("invalid_answers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/lastfm_smollm2/invalid_answers.py")
 
 
 def test_classes_by_hand(script):

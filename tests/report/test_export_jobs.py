@@ -1,18 +1,12 @@
 """scripts/export_jobs.py: what a report needs from finished jobs, nothing else."""
 
-import importlib.util
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def _export_module():
-    spec = importlib.util.spec_from_file_location(
-        "export_jobs", REPO / "scripts" / "export_jobs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/export_jobs.py")
 
 
 def _job(folder: Path, finished: bool) -> None:
