@@ -9,9 +9,10 @@
 # grid: DMPO under `independent`, po.lr x beta, 500 PO rows, ranked on the full val split;
 # main: DMPO and DynamicPO under both protocols, PO seeds 0, 1, 2, with the lr and beta
 #       the grid chose (given as overrides), 1,000 PO rows, the full test split;
-# rerun: the main phase's seed-0 jobs (DMPO, then DynamicPO) again under rerun-NAME/, e.g.
-#       on another CPU kind, whose retrained SFT models differ in their last bits, to
-#       compare job by job (compare_reruns.py).
+# rerun: the main phase's jobs again, in the same order, under rerun-NAME/, e.g. on
+#       another CPU kind, whose retrained SFT models differ in their last bits: the seed-0
+#       jobs compare job by job with the main ones (compare_reruns.py), and the whole
+#       phase is a second run of the design from that kind's SFT models.
 # Each job has its own folder under multirun/smollm2_study/: a finished job (its
 # results.json) is skipped, an interrupted one resumes, so a call can be repeated.
 set -euo pipefail
@@ -22,6 +23,21 @@ python=${PYTHON:-.venv/bin/python}
 data_dir=${RECPO_DATA_DIR:-../shared/data}
 root=multirun/smollm2_study
 jobs=()  # "folder|override override ..."
+design() {  # the 12 jobs of the main design under $1/, the grid's choice in $2...
+  # Lane 0 runs the `independent` jobs and lane 1 the `published` ones, so the two SFT
+  # models (trained again by the first job of each lane after a lost workspace) train
+  # side by side; each lane goes seed by seed, DMPO then DynamicPO.
+  local folder=$1 seed objective protocol
+  shift
+  for seed in 0 1 2; do
+    for objective in dmpo dynamicpo; do
+      for protocol in independent published; do
+        jobs+=("$folder/$protocol-$objective-seed$seed|data.candidates=$protocol \
+objective=$objective po.seed=$seed $*")
+      done
+    done
+  done
+}
 case "$phase" in
   sft)
     for protocol in independent published; do
@@ -38,28 +54,13 @@ objective.beta=$beta po.max_train_examples=500 eval.splits=[val] eval.protocols=
     ;;
   main)
     [ $# -gt 0 ] || { echo "main needs the grid's choice: po.lr=LR objective.beta=BETA" >&2; exit 2; }
-    # Lane 0 runs the `independent` jobs and lane 1 the `published` ones, so the two
-    # SFT models (trained again by the first job of each lane after a lost workspace)
-    # train side by side; each lane goes seed by seed, DMPO then DynamicPO.
-    for seed in 0 1 2; do
-      for objective in dmpo dynamicpo; do
-        for protocol in independent published; do
-          jobs+=("main/$protocol-$objective-seed$seed|data.candidates=$protocol \
-objective=$objective po.seed=$seed $*")
-        done
-      done
-    done
+    design main "$@"
     ;;
   rerun)
     name=${1:?rerun needs a name, then po.lr=LR objective.beta=BETA}
     shift
     [ $# -gt 0 ] || { echo "rerun needs the grid's choice: po.lr=LR objective.beta=BETA" >&2; exit 2; }
-    for objective in dmpo dynamicpo; do
-      for protocol in independent published; do
-        jobs+=("rerun-$name/$protocol-$objective-seed0|data.candidates=$protocol \
-objective=$objective po.seed=0 $*")
-      done
-    done
+    design "rerun-$name" "$@"
     ;;
   *) echo "unknown phase $phase: sft, grid, main or rerun" >&2; exit 2 ;;
 esac

@@ -16,8 +16,9 @@
 #    jobs, lane 1 the `published` ones. Log: multirun/study_driver.log. On a CPU with
 #    AMX (amx_bf16) it runs `run.sh rerun amx` instead: the SFT models retrained there
 #    differ from the AMD EPYC ones the main jobs start from (README.md, "Rerun on
-#    another CPU kind"), so such a session reruns the seed-0 jobs for comparison
-#    (FORCE_MAIN=1 runs the main phase anyway).
+#    another CPU kind"), so such a session runs the design again from its own SFT models,
+#    seed 0 first, into rerun-amx/ (FORCE_MAIN=1 runs the main phase anyway); the stored
+#    SFT evaluations laid out are those of this CPU's kind.
 # 5. a watcher (watch.sh) exporting the finished jobs into experiments/smollm2_study/jobs/
 #    every 2 min and committing them, so a job that finishes in the session's last minutes
 #    is kept even if nobody takes a last step.
