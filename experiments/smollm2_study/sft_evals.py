@@ -73,14 +73,15 @@ def cpu_kind(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return "intel-amx" if "amx_bf16" in flags else "amd-epyc"
 
 
-def sft_results(job: Path) -> dict[str, float]:
-    """The ``sft:`` results of a committed job, the prefix removed (the evaluation's
-    ``metrics.json``)."""
+def sft_results(job: Path) -> tuple[dict[str, float], list[Path]]:
+    """The SFT evaluation a committed job holds: its ``sft:`` results, the prefix removed
+    (the evaluation's ``metrics.json``), and its per-row outcome files."""
     results = json.loads((job / "results.json").read_text())
     metrics = {k.removeprefix("sft:"): v for k, v in results.items() if k.startswith("sft:")}
-    if not metrics or not sorted((job / "eval" / "sft").glob("*_hits.json")):
+    hits = sorted((job / "eval" / "sft").glob("*_hits.json"))
+    if not metrics or not hits:
         raise SystemExit(f"{job}: no SFT evaluation (sft: results and eval/sft/*_hits.json)")
-    return metrics
+    return metrics, hits
 
 
 def main() -> None:
@@ -98,7 +99,7 @@ def main() -> None:
     for protocol, key in SFT_KEYS.items():
         source, weights = SFT_EVALS[kind][protocol]
         job = HERE / source
-        metrics = sft_results(job)
+        metrics, hits_files = sft_results(job)
         cfg = compose(
             ["+experiment=smollm2_study", f"data.candidates={protocol}", *args.overrides],
             output_dir=args.out,
@@ -114,7 +115,7 @@ def main() -> None:
             )
         target = args.out / folder.name / eval_name
         target.mkdir(parents=True, exist_ok=True)
-        for hits in sorted((job / "eval" / "sft").glob("*_hits.json")):
+        for hits in hits_files:
             shutil.copy2(hits, target / hits.name)
         (target / WEIGHTS_DIGEST).write_text(weights + "\n")
         write_json(target / "metrics.json", metrics)

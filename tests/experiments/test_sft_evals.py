@@ -28,8 +28,9 @@ def test_every_kind_names_a_committed_evaluation(script):
     for kind, protocols in script.SFT_EVALS.items():
         assert set(protocols) == set(script.SFT_KEYS), kind
         for protocol, (source, digest) in protocols.items():
-            metrics = script.sft_results(script.HERE / source)
+            metrics, hits = script.sft_results(script.HERE / source)
             assert {"test/hr@1", "test/gen_hr@1", "test/valid_ratio"} <= set(metrics)
+            assert [h.name for h in hits] == ["test_hits.json"]
             assert re.fullmatch(r"[0-9a-f]{64}", digest), (kind, protocol)
     digests = [d for protocols in script.SFT_EVALS.values() for _, d in protocols.values()]
     assert len(set(digests)) == len(digests)  # the kinds' models differ
