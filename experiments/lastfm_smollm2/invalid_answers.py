@@ -11,6 +11,11 @@ Each invalid answer (no candidate title matched, see ``recpo.evaluation.metrics`
 * ``near``: no item, but close to a candidate (difflib ratio >= 0.6, case-folded);
 * ``other``: none of these (a name from outside the dataset, or text).
 
+With more than one file, a second table compares each later file's validity with the
+first one's, row by row (e.g. the SFT model's predictions first, then the PO runs from
+it): rows that became invalid, rows that became valid, the exact two-sided McNemar p on
+those rows and its Holm adjustment over the later files.
+
 The candidate lists are rebuilt as a run builds them, from the training config and the
 given overrides (the protocol and seed must be the run's)::
 
@@ -72,13 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = set(names.values())
     print(f"| predictions | rows | invalid | {' | '.join(CLASSES)} |")
     print("|---|---:|---:|" + "---:|" * len(CLASSES))
+    validity: list[dict[int, bool]] = []
     for path in args.predictions:
         counts: Counter[str] = Counter()
         total = 0
+        valid: dict[int, bool] = {}
+        validity.append(valid)
         with path.open() as f:
             for line in f:
                 record = json.loads(line)
                 total += 1
+                valid[record["row"]] = bool(record["valid"])
                 if record["valid"]:
                     continue
                 ex = by_row.get(record["row"])
@@ -96,6 +105,37 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {path.parent.name} row {record['row']}: {record['answer']!r}")
         cells = " | ".join(str(counts[c]) for c in CLASSES)
         print(f"| {path} | {total} | {sum(counts.values())} | {cells} |")
+    if len(args.predictions) > 1:
+        return print_validity_changes(args.predictions, validity)
+    return 0
+
+
+def validity_changes(first: dict[int, bool], other: dict[int, bool]) -> tuple[int, int]:
+    """Rows valid in ``first`` and invalid in ``other``, and the reverse."""
+    if first.keys() != other.keys():
+        raise ValueError("the predictions files do not hold the same rows")
+    became_invalid = sum(1 for row, ok in first.items() if ok and not other[row])
+    became_valid = sum(1 for row, ok in first.items() if not ok and other[row])
+    return became_invalid, became_valid
+
+
+def print_validity_changes(paths: list[Path], validity: list[dict[int, bool]]) -> int:
+    from recpo.report.rows import mcnemar_exact
+    from recpo.report.stats import holm
+
+    changes = []
+    for path, other in zip(paths[1:], validity[1:]):
+        try:
+            changes.append(validity_changes(validity[0], other))
+        except ValueError:
+            print(f"{path}: not the same rows as {paths[0]}")
+            return 2
+    pvalues = [mcnemar_exact(*c) for c in changes]
+    print(f"\nValidity against {paths[0]} (exact McNemar; Holm over the {len(changes)} files):\n")
+    print("| predictions | became invalid | became valid | p | p Holm |")
+    print("|---|---:|---:|---:|---:|")
+    for path, (worse, better), p, p_holm in zip(paths[1:], changes, pvalues, holm(pvalues)):
+        print(f"| {path} | {worse} | {better} | {p:.3g} | {p_holm:.3g} |")
     return 0
 
 
