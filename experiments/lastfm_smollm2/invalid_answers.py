@@ -111,12 +111,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def validity_changes(first: dict[int, bool], other: dict[int, bool]) -> tuple[int, int]:
-    """Rows valid in ``first`` and invalid in ``other``, and the reverse."""
+    """Rows valid in ``first`` and invalid in ``other``, and the reverse (the discordant
+    rows of ``recpo.report.rows.compare`` on validity)."""
+    import numpy as np
+
+    from recpo.report.rows import RowOutcomes, compare
+
     if first.keys() != other.keys():
         raise ValueError("the predictions files do not hold the same rows")
-    became_invalid = sum(1 for row, ok in first.items() if ok and not other[row])
-    became_valid = sum(1 for row, ok in first.items() if not ok and other[row])
-    return became_invalid, became_valid
+
+    def outcomes(valid: dict[int, bool]) -> RowOutcomes:
+        rows = sorted(valid)
+        return RowOutcomes(np.array(rows), {"valid": np.array([valid[r] for r in rows])})
+
+    test = compare(outcomes(first), outcomes(other), "valid")
+    return (test.won, test.lost) if test else (0, 0)
 
 
 def print_validity_changes(paths: list[Path], validity: list[dict[int, bool]]) -> int:
